@@ -1,0 +1,251 @@
+"""Every setting of guildlink, read once from the environment and `.env`, validated, secrets masked."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+DEFAULT_DISCORD_BASE_URL = "https://discord.com"
+DEFAULT_REDIRECT_URI = "https://localhost:8080/authorize-discord"
+DEFAULT_DATABASE_URL = "sqlite:///data/guildlink.db"
+DEFAULT_SCOPES = "identify guilds bot"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that never shows itself in a repr, str or format."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        """The secret itself: pass it only to the party it is meant for."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class SettingsError(Exception):
+    """Start-up settings are missing or malformed; `problems` names each bad variable and its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one guildlink process."""
+
+    client_id: int
+    client_secret: Secret
+    bot_token: Secret
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+    discord_base_url: str = DEFAULT_DISCORD_BASE_URL
+    scopes: tuple[str, ...] = tuple(DEFAULT_SCOPES.split())
+    permissions: int = 0
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    api_token: Secret | None = None
+    log_level: str = "INFO"
+    data_dir: Path = Path("data")
+
+    @property
+    def api_base_url(self) -> str:
+        """Discord's REST base, the token endpoint included."""
+        return f"{self.discord_base_url}/api/v10"
+
+    @property
+    def authorize_url(self) -> str:
+        """Discord's consent page."""
+        return f"{self.discord_base_url}/oauth2/authorize"
+
+    @property
+    def uses_default_discord(self) -> bool:
+        return self.discord_base_url == DEFAULT_DISCORD_BASE_URL
+
+    @property
+    def redirect_path(self) -> str:
+        """The path our web server serves the OAuth2 callback on."""
+        return urlsplit(self.redirect_uri).path or "/"
+
+    @property
+    def serves_https(self) -> bool:
+        return urlsplit(self.redirect_uri).scheme == "https"
+
+    @property
+    def public_base_url(self) -> str:
+        """Where browsers reach us: the redirect URI's scheme, host and port."""
+        parts = urlsplit(self.redirect_uri)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Read settings from `environ` (default os.environ) over `env_file`; raise SettingsError naming every problem."""
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return _parse(values)
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    problems: list[str] = []
+
+    def get(name: str, default: str | None = None) -> str | None:
+        raw = env.get(name, "").strip()
+        return raw if raw else default
+
+    def required(name: str, where: str) -> str:
+        value = get(name)
+        if value is None:
+            problems.append(f"{name} is not set: {where}.")
+            return ""
+        return value
+
+    client_id_raw = required(
+        "DISCORD_CLIENT_ID", "copy the Application ID from the Developer Portal's General page"
+    )
+    client_secret = required(
+        "DISCORD_CLIENT_SECRET", "reset and copy it on the Developer Portal's OAuth2 page"
+    )
+    bot_token = required("DISCORD_BOT_TOKEN", "reset and copy it on the Developer Portal's Bot page")
+
+    client_id = 0
+    if client_id_raw:
+        if client_id_raw.isdigit():
+            client_id = int(client_id_raw)
+        else:
+            problems.append(
+                "DISCORD_CLIENT_ID must be the numeric Application ID (a snowflake such as 1234567890)."
+            )
+    if bot_token:
+        problems.extend(_bot_token_problems(bot_token, client_id))
+
+    redirect_uri = get("DISCORD_REDIRECT_URI", DEFAULT_REDIRECT_URI) or DEFAULT_REDIRECT_URI
+    redirect = urlsplit(redirect_uri)
+    if redirect.scheme not in ("http", "https") or not redirect.hostname or not redirect.path:
+        problems.append(
+            "DISCORD_REDIRECT_URI must be an absolute http(s) URL with a path, "
+            f"such as {DEFAULT_REDIRECT_URI}; register the same value in the Developer Portal."
+        )
+
+    base_url = (get("DISCORD_BASE_URL", DEFAULT_DISCORD_BASE_URL) or "").rstrip("/")
+    base = urlsplit(base_url)
+    if base.scheme not in ("http", "https") or not base.hostname or base.path:
+        problems.append(
+            f"DISCORD_BASE_URL must be a scheme and host such as {DEFAULT_DISCORD_BASE_URL}, without a path."
+        )
+    elif base.hostname and base.hostname.endswith("discordapp.com"):
+        problems.append(f"DISCORD_BASE_URL names the retired discordapp.com: use {DEFAULT_DISCORD_BASE_URL}.")
+
+    scopes = tuple((get("DISCORD_SCOPES", DEFAULT_SCOPES) or DEFAULT_SCOPES).split())
+    if "bot" not in scopes:
+        problems.append(
+            "DISCORD_SCOPES must include 'bot': without it Discord adds no bot and sends no guild."
+        )
+
+    permissions = _int_setting(get("DISCORD_PERMISSIONS", "0"), "DISCORD_PERMISSIONS", problems, minimum=0)
+
+    default_port = redirect.port or (443 if redirect.scheme == "https" else 80)
+    web_port = _int_setting(
+        get("WEB_PORT", str(default_port)), "WEB_PORT", problems, minimum=0, maximum=65535
+    )
+
+    tls_cert = get("TLS_CERT_FILE")
+    tls_key = get("TLS_KEY_FILE")
+    if bool(tls_cert) != bool(tls_key):
+        problems.append("TLS_CERT_FILE and TLS_KEY_FILE go together: set both, or neither.")
+    for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
+        if path and not Path(path).is_file():
+            problems.append(f"{name} names {path}, which is not a readable file.")
+
+    database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        problems.append(
+            "DATABASE_URL must be sqlite:///path/to/file.db (relative) or sqlite:////absolute/path.db, "
+            "or postgresql://user:password@host/db."
+        )
+
+    log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+
+    api_token = get("API_TOKEN")
+    if api_token is not None and len(api_token) < 32:
+        problems.append(
+            "API_TOKEN is too short: use at least 32 random characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+        )
+
+    if problems:
+        raise SettingsError(problems)
+    return Settings(
+        client_id=client_id,
+        client_secret=Secret(client_secret),
+        bot_token=Secret(bot_token),
+        redirect_uri=redirect_uri,
+        discord_base_url=base_url,
+        scopes=scopes,
+        permissions=permissions,
+        web_host=get("WEB_HOST", "127.0.0.1") or "127.0.0.1",
+        web_port=web_port,
+        tls_cert_file=Path(tls_cert) if tls_cert else None,
+        tls_key_file=Path(tls_key) if tls_key else None,
+        database_url=database_url,
+        api_token=Secret(api_token) if api_token else None,
+        log_level=log_level,
+        data_dir=Path(get("DATA_DIR", "data") or "data"),
+    )
+
+
+def _int_setting(
+    raw: str | None, name: str, problems: list[str], *, minimum: int, maximum: int | None = None
+) -> int:
+    try:
+        value = int(raw or "")
+    except ValueError:
+        problems.append(f"{name} must be a whole number, not {raw!r}.")
+        return 0
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        problems.append(f"{name} must be at least {minimum}{upper}.")
+    return value
+
+
+def _bot_token_problems(token: str, client_id: int) -> list[str]:
+    """Check a bot token's shape; the first part is the bot's user id in base64."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        return [
+            "DISCORD_BOT_TOKEN is not shaped like a bot token (three parts separated by dots): copy it again from the Bot page."
+        ]
+    try:
+        decoded = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    if not decoded.isdigit():
+        return [
+            "DISCORD_BOT_TOKEN is not a bot token (its first part is not a user id): copy it again from the Bot page."
+        ]
+    if client_id and int(decoded) != client_id:
+        return [
+            f"DISCORD_BOT_TOKEN belongs to application {decoded}, not to DISCORD_CLIENT_ID {client_id}: "
+            "copy the token from the Bot page of the same application."
+        ]
+    return []
