@@ -1,0 +1,33 @@
+"""The database: links, pending states, members and sync states behind one `Store` interface."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from store.base import Store
+from store.models import Link, Member, PendingState, SyncPhase, SyncState
+from store.sqlite import SqliteStore
+
+__all__ = ["Link", "Member", "PendingState", "SqliteStore", "Store", "SyncPhase", "SyncState", "open_store"]
+
+
+class UnsupportedDatabaseError(ValueError):
+    """DATABASE_URL names an engine this build has no driver code for."""
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The file behind `sqlite:///relative.db` or `sqlite:////absolute.db`."""
+    return Path(database_url.removeprefix("sqlite:///"))
+
+
+@asynccontextmanager
+async def open_store(database_url: str) -> AsyncIterator[SqliteStore]:
+    """Open the store that `database_url` names, migrated, and close it on exit."""
+    if not database_url.startswith("sqlite:///"):
+        raise UnsupportedDatabaseError(
+            "Only sqlite:/// databases are supported so far; set DATABASE_URL=sqlite:///data/guildlink.db."
+        )
+    async with SqliteStore.open(sqlite_path(database_url)) as store:
+        yield store

@@ -1,0 +1,32 @@
+"""The narrow interface where web/ and bot/ meet; owned by neither, wired in main.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from store.models import Link
+
+
+class GuildLinker(Protocol):
+    """The bot's side of a link: told when a guild is linked or unlinked, whichever comes first."""
+
+    async def guild_linked(self, link: Link) -> None:
+        """Guild `link.guild_id` is linked (the link is committed): read its members."""
+
+    async def guild_unlinked(self, guild_id: int) -> None:
+        """The backend unlinked the guild: leave it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotStatus:
+    """What /readyz reports about the gateway session."""
+
+    ready: bool
+    state: str
+    latency_ms: float | None
+    guild_count: int
+
+
+class BotStatusSource(Protocol):
+    def bot_status(self) -> BotStatus: ...

@@ -1,0 +1,51 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from config import Settings
+from handoff import BotStatusSource, GuildLinker
+from store import Store
+from web import health, link_flow
+from web.keys import BOT_STATUS, LINKER, OAUTH, PAGES, SETTINGS, STATES, STORE
+from web.middleware import add_security_headers, error_middleware
+from web.oauth import USER_AGENT, DiscordOAuthClient
+from web.pages import Pages
+from web.states import StateKeeper
+
+
+def create_app(
+    settings: Settings, store: Store, linker: GuildLinker, bot_status: BotStatusSource
+) -> web.Application:
+    """The web face of guildlink: consent flow, probes and the backend's API."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[LINKER] = linker
+    app[BOT_STATUS] = bot_status
+    app[PAGES] = Pages()
+    app[STATES] = StateKeeper(store)
+    app.cleanup_ctx.append(_oauth_client)
+    app.on_response_prepare.append(add_security_headers)
+    app.add_routes(link_flow.routes)
+    app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")
+    app.add_routes(health.routes)
+    app.router.add_static("/static", Pages.STATIC_DIR)
+    return app
+
+
+async def _oauth_client(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
+        app[OAUTH] = DiscordOAuthClient(
+            session,
+            api_base_url=settings.api_base_url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            redirect_uri=settings.redirect_uri,
+        )
+        yield

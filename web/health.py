@@ -1,0 +1,41 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from web.keys import BOT_STATUS, STORE
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """200 only when the gateway session is ready and the database answers; else 503 with the reasons."""
+    reasons: list[str] = []
+    status = request.app[BOT_STATUS].bot_status()
+    if not status.ready:
+        reasons.append(f"bot gateway session is {status.state}")
+    database = "ok"
+    try:
+        await request.app[STORE].ping()
+    except Exception as exc:
+        log.warning("readyz.database_error error=%s", type(exc).__name__)
+        database = "unavailable"
+        reasons.append("database does not answer")
+    body = {
+        "status": "not ready" if reasons else "ready",
+        "reasons": reasons,
+        "bot": {"state": status.state, "latency_ms": status.latency_ms, "guilds": status.guild_count},
+        "database": database,
+    }
+    return web.json_response(body, status=503 if reasons else 200)

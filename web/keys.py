@@ -1,0 +1,20 @@
+"""Typed keys for what the web app's handlers need."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from config import Settings
+from handoff import BotStatusSource, GuildLinker
+from store import Store
+from web.oauth import DiscordOAuthClient
+from web.pages import Pages
+from web.states import StateKeeper
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+LINKER = web.AppKey("linker", GuildLinker)
+BOT_STATUS = web.AppKey("bot_status", BotStatusSource)
+PAGES = web.AppKey("pages", Pages)
+OAUTH = web.AppKey("oauth", DiscordOAuthClient)
+STATES = web.AppKey("states", StateKeeper)

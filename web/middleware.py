@@ -1,0 +1,60 @@
+"""Security headers on every response, and one error middleware that turns exceptions into pages or JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from web.keys import PAGES
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    # The callback's URL carries the code: never cache it, never leak it as a referrer.
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: also covers static files and error responses."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def wants_json(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+
+
+def json_error(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render aiohttp's HTTP errors and unexpected exceptions as our pages or JSON, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or (exc.text and exc.content_type in ("application/json", "text/html")):
+            raise
+        if wants_json(request):
+            return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        return request.app[PAGES].error(exc.status, exc.reason, "There is nothing here.")
+    except Exception:
+        # The path, never the query: the callback's query holds the code.
+        log.exception("web.unhandled_error method=%s path=%s", request.method, request.path)
+        if wants_json(request):
+            return json_error(500, "internal_error", "Something went wrong on our side.")
+        return request.app[PAGES].error(
+            500, "Something went wrong", "Something went wrong on our side. Please try again."
+        )
