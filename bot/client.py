@@ -1,0 +1,201 @@
+"""The discord.py client: Server Members intent, presence, and the wiring of member sync and link events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import discord
+
+from bot.discord_endpoint import use_gateway_of, use_rest_base
+from bot.linking import LinkedGuilds
+from bot.member_events import MemberEventWriter
+from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
+from config import Settings
+from handoff import BotStatus
+from store import Store
+
+log = logging.getLogger(__name__)
+
+
+def bot_intents() -> discord.Intents:
+    """Guilds and the privileged Server Members intent; nothing else."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.members = True
+    return intents
+
+
+class GuildlinkBot(discord.Client):
+    """Holds the gateway session; the store, not discord.py's cache, keeps the members."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        shard_id: int | None = None,
+        shard_count: int | None = None,
+        member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
+    ) -> None:
+        super().__init__(
+            intents=bot_intents(),
+            # The database is the member cache: discord.py keeps none, and never chunks by itself
+            # (its own whole-list request would spend the one we may make every 30 s).
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            chunk_guilds_at_startup=False,
+            shard_id=shard_id,
+            shard_count=shard_count,
+            status=discord.Status.online,
+        )
+        self.settings = settings
+        self.store = store
+        self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown)
+        self.links = LinkedGuilds(
+            store,
+            self.member_sync,
+            holds_guild=lambda guild_id: self.get_guild(guild_id) is not None,
+            leave_guild=self._leave_guild,
+            on_change=self.update_presence,
+        )
+        self.member_events = MemberEventWriter(store, is_linked=self.links.__contains__)
+        self._install_raw_handlers()
+
+    def _install_raw_handlers(self) -> None:
+        """Route member dispatches to the store before discord.py's own parsers see them.
+
+        discord.py has no public hook for these: with its member cache off it builds a Member per chunk
+        entry only to throw it away, drops GUILD_MEMBER_UPDATE for members it doesn't hold, and ignores
+        RATE_LIMITED. Its parser table is where a raw dispatch can be taken as it arrives.
+        """
+        parsers: dict[str, Callable[[Any], None]] = self._connection.parsers
+
+        def chained(ours: Callable[[Any], None], theirs: Callable[[Any], None]) -> Callable[[Any], None]:
+            def handle(data: Any) -> None:
+                ours(data)
+                theirs(data)
+
+            return handle
+
+        original_chunk = parsers["GUILD_MEMBERS_CHUNK"]
+
+        def members_chunk(data: Any) -> None:
+            if not self.member_sync.on_members_chunk(data):
+                original_chunk(data)
+
+        def member_removed(data: Mapping[str, Any]) -> None:
+            self.member_sync.note_member_removed(int(data["guild_id"]), int(data["user"]["id"]))
+            self.member_events.member_removed(data)
+
+        parsers["GUILD_MEMBERS_CHUNK"] = members_chunk
+        parsers["RATE_LIMITED"] = self.member_sync.on_rate_limited
+        parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_upserted, parsers["GUILD_MEMBER_ADD"])
+        parsers["GUILD_MEMBER_UPDATE"] = chained(
+            self.member_events.member_upserted, parsers["GUILD_MEMBER_UPDATE"]
+        )
+        parsers["GUILD_MEMBER_REMOVE"] = chained(member_removed, parsers["GUILD_MEMBER_REMOVE"])
+
+    # Life cycle
+
+    async def login(self, token: str) -> None:
+        if not self.settings.uses_default_discord:
+            use_rest_base(self.settings.discord_base_url)
+        await super().login(token)
+        if not self.settings.uses_default_discord:
+            await use_gateway_of(self.http)
+
+    async def setup_hook(self) -> None:
+        await self.links.load()
+        self.member_events.start()
+        await self._check_application()
+
+    async def close(self) -> None:
+        await self.member_sync.close()
+        await self.member_events.close()
+        await super().close()
+
+    async def _check_application(self) -> None:
+        """Warn about Developer Portal settings that would break or bypass the consent flow."""
+        info = await self.application_info()
+        if self.settings.redirect_uri not in info.redirect_uris:
+            log.warning(
+                "bot.redirect_uri_not_registered uri=%s: add it under OAuth2 > Redirects in the Developer Portal,"
+                " or Discord will refuse the consent",
+                self.settings.redirect_uri,
+            )
+        if not info.bot_require_code_grant:
+            log.warning(
+                "bot.code_grant_not_required: switch on Bot > 'Requires OAuth2 Code Grant' in the Developer Portal,"
+                " or anyone can add the bot without passing through our callback"
+            )
+        if not (info.flags.gateway_guild_members or info.flags.gateway_guild_members_limited):
+            log.warning(
+                "bot.members_intent_off: switch on Bot > 'Server Members Intent' in the Developer Portal"
+            )
+
+    # Gateway events: each delegates at once.
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("bot.ready user=%d guilds=%d shard=%s", self.user.id, len(self.guilds), self.shard_id)
+        await self.links.forget_missing({guild.id for guild in self.guilds}, self._on_this_shard)
+        await self.update_presence()
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        log.info("bot.guild_joined guild=%d members=%s", guild.id, guild.member_count)
+        self.links.guild_arrived(guild.id, guild.member_count)
+
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        self.links.guild_arrived(guild.id, guild.member_count)
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        log.info("bot.guild_removed guild=%d", guild.id)
+        await self.links.guild_removed(guild.id)
+
+    # Helpers
+
+    def _on_this_shard(self, guild_id: int) -> bool:
+        if self.shard_count is None or self.shard_id is None:
+            return True
+        return (guild_id >> 22) % self.shard_count == self.shard_id
+
+    async def _leave_guild(self, guild_id: int) -> None:
+        await self.http.leave_guild(guild_id)
+
+    async def update_presence(self) -> None:
+        """Online, "Watching N linked servers"."""
+        if not self.is_ready():
+            return
+        count = len(self.links)
+        activity = discord.Activity(
+            type=discord.ActivityType.watching, name=f"{count} linked server{'s' if count != 1 else ''}"
+        )
+        await self.change_presence(status=discord.Status.online, activity=activity)
+
+    # ChunkRequester, for MemberSync
+
+    async def request_whole_list(self, guild_id: int, nonce: str) -> None:
+        if self.ws is None or not self.is_ready():
+            raise ConnectionError("no gateway session")
+        await self.ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
+
+    async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
+        return await self.http.get_members(guild_id, REST_PAGE_SIZE, after or None)
+
+    # BotStatusSource, for /readyz
+
+    def bot_status(self) -> BotStatus:
+        if self.is_closed():
+            state = "closed"
+        elif self.is_ready():
+            state = "ready"
+        else:
+            state = "connecting"
+        latency = self.latency
+        return BotStatus(
+            ready=state == "ready",
+            state=state,
+            latency_ms=round(latency * 1000, 1) if latency == latency and latency != float("inf") else None,
+            guild_count=len(self.guilds),
+        )

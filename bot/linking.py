@@ -1,0 +1,85 @@
+"""The hand-off's receiving end: which guilds are linked, and when each one's member list is read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.member_sync import MemberSync
+from store import Link, Store
+
+log = logging.getLogger(__name__)
+
+
+class LinkedGuilds:
+    """Tracks active links; starts a guild's sync once it is both linked and held by the gateway session.
+
+    The callback's "guild G is linked" and the gateway's GUILD_CREATE may come in either order.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        member_sync: MemberSync,
+        *,
+        holds_guild: Callable[[int], bool],
+        leave_guild: Callable[[int], Awaitable[None]],
+        on_change: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._sync = member_sync
+        self._holds_guild = holds_guild
+        self._leave_guild = leave_guild
+        self._on_change = on_change
+        self._active: set[int] = set()
+
+    def __contains__(self, guild_id: object) -> bool:
+        return guild_id in self._active
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    async def load(self) -> None:
+        """Read the active links from the store (at start-up)."""
+        self._active = {link.guild_id for link in await self._store.list_links(active_only=True)}
+        log.info("links.loaded active=%d", len(self._active))
+
+    # GuildLinker, called by the web side
+
+    async def guild_linked(self, link: Link) -> None:
+        self._active.add(link.guild_id)
+        log.info("links.linked guild=%d held=%s", link.guild_id, self._holds_guild(link.guild_id))
+        if self._holds_guild(link.guild_id):
+            self._sync.schedule(link.guild_id)
+        await self._on_change()
+
+    async def guild_unlinked(self, guild_id: int) -> None:
+        self._active.discard(guild_id)
+        await self._store.deactivate_link(guild_id)
+        if self._holds_guild(guild_id):
+            await self._leave_guild(guild_id)
+        log.info("links.unlinked guild=%d", guild_id)
+        await self._on_change()
+
+    # Gateway events, called by the client
+
+    def guild_arrived(self, guild_id: int, member_count: int | None) -> None:
+        """GUILD_CREATE: a join, a guild back from an outage, or a fresh session's guild (a gap to fill)."""
+        if guild_id in self._active:
+            self._sync.schedule(guild_id, member_count=member_count)
+        else:
+            log.info("links.guild_not_linked guild=%d: waiting for our callback", guild_id)
+
+    async def guild_removed(self, guild_id: int) -> None:
+        """The bot was kicked or banned, or the guild was deleted: keep no data on it."""
+        if guild_id in self._active:
+            self._active.discard(guild_id)
+            await self._store.deactivate_link(guild_id)
+            log.info("links.removed_from_guild guild=%d: link inactive, members deleted", guild_id)
+            await self._on_change()
+
+    async def forget_missing(self, held: set[int], on_this_shard: Callable[[int], bool]) -> None:
+        """After READY: links to guilds this shard no longer holds were removed while we were away."""
+        for guild_id in sorted(self._active - held):
+            if on_this_shard(guild_id):
+                await self.guild_removed(guild_id)

@@ -1,0 +1,76 @@
+"""Member joins, changes and leaves written to the store in the order the gateway sent them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.payloads import member_from_payload
+from store import Member, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Upsert:
+    guild_id: int
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class _Remove:
+    guild_id: int
+    user_id: int
+
+
+class MemberEventWriter:
+    """One queue, one writer task: an update followed by a removal can never land the other way round."""
+
+    def __init__(self, store: Store, *, is_linked: Callable[[int], bool]) -> None:
+        self._store = store
+        self._is_linked = is_linked
+        self._queue: asyncio.Queue[_Upsert | _Remove] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._write_forever())
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def drained(self) -> None:
+        await self._queue.join()
+
+    def member_upserted(self, data: Mapping[str, Any]) -> None:
+        """GUILD_MEMBER_ADD or GUILD_MEMBER_UPDATE (which carries the whole member and user)."""
+        guild_id = int(data["guild_id"])
+        if self._is_linked(guild_id):
+            self._queue.put_nowait(_Upsert(guild_id, member_from_payload(data)))
+
+    def member_removed(self, data: Mapping[str, Any]) -> None:
+        guild_id = int(data["guild_id"])
+        if self._is_linked(guild_id):
+            self._queue.put_nowait(_Remove(guild_id, int(data["user"]["id"])))
+
+    async def _write_forever(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                if isinstance(event, _Upsert):
+                    await self._store.upsert_members(event.guild_id, [event.member], datetime.now(UTC))
+                else:
+                    await self._store.remove_member(event.guild_id, event.user_id)
+            except Exception:
+                log.exception("members.event_write_failed guild=%d", event.guild_id)
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,277 @@
+"""Reading a guild's whole member list into the store, within Discord's one-request-per-30-s rule."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.payloads import member_from_payload
+from store import Member, Store, SyncPhase, SyncState
+
+log = logging.getLogger(__name__)
+
+# Discord answers a second whole-list request for a guild within this window with RATE_LIMITED.
+MEMBER_LIST_COOLDOWN = 30.0
+CHUNK_TIMEOUT = 20.0
+REST_PAGE_SIZE = 1000
+MAX_GATEWAY_ATTEMPTS = 3
+
+
+class MemberSyncError(Exception):
+    """A guild's member list could not be read by either route; the reason lands in its sync state."""
+
+
+class ChunkRequester(Protocol):
+    async def request_whole_list(self, guild_id: int, nonce: str) -> None:
+        """Send REQUEST_GUILD_MEMBERS (op 8) for every member of the guild."""
+
+    async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
+        """`GET /guilds/{id}/members?limit=1000&after=` through the REST API."""
+
+
+@dataclass
+class _ChunkRequest:
+    """One whole-list request in flight: chunks flow through `chunks` to the writer."""
+
+    guild_id: int
+    nonce: str
+    chunks: asyncio.Queue[list[Member] | None] = field(default_factory=asyncio.Queue)
+    received: int = 0
+    rate_limited: float | None = None
+
+
+class GatewayRateLimitedError(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"RATE_LIMITED, retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class MemberSync:
+    """Syncs guilds one request at a time each, streaming chunks from the socket to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        requester: ChunkRequester,
+        *,
+        cooldown: float = MEMBER_LIST_COOLDOWN,
+        chunk_timeout: float = CHUNK_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._requester = requester
+        self._cooldown = cooldown
+        self._chunk_timeout = chunk_timeout
+        self._clock = clock
+        self._requests: dict[str, _ChunkRequest] = {}
+        self._last_request: dict[int, float] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
+        # Members removed while a sync runs: a later chunk must not bring them back.
+        self._removed: dict[int, set[int]] = {}
+
+    # Raw gateway dispatches, called synchronously from discord.py's parser table.
+
+    def on_members_chunk(self, data: Mapping[str, Any]) -> bool:
+        """Take a GUILD_MEMBERS_CHUNK of ours; False if the chunk answers someone else's request."""
+        request = self._requests.get(str(data.get("nonce")))
+        if request is None:
+            return False
+        removed = self._removed.get(request.guild_id, set())
+        members = [member_from_payload(m) for m in data.get("members", ())]
+        request.chunks.put_nowait([m for m in members if m.user_id not in removed])
+        request.received += 1
+        if request.received >= int(data.get("chunk_count", 1)):
+            request.chunks.put_nowait(None)
+        return True
+
+    def on_rate_limited(self, data: Mapping[str, Any]) -> None:
+        """RATE_LIMITED for our op 8: wake the sync so that it waits `retry_after` and asks again."""
+        meta = data.get("meta") or {}
+        request = self._requests.get(str(meta.get("nonce")))
+        if request is None or data.get("opcode") != 8:
+            log.warning("sync.rate_limited_unmatched opcode=%s", data.get("opcode"))
+            return
+        request.rate_limited = float(data.get("retry_after", self._cooldown))
+        request.chunks.put_nowait(None)
+
+    def note_member_removed(self, guild_id: int, user_id: int) -> None:
+        if guild_id in self._running:
+            self._removed.setdefault(guild_id, set()).add(user_id)
+
+    # Scheduling
+
+    def is_syncing(self, guild_id: int) -> bool:
+        return guild_id in self._running
+
+    def schedule(self, guild_id: int, *, member_count: int | None = None) -> None:
+        """Sync the guild soon, unless a sync of it is already running (it reconciles everything)."""
+        if guild_id not in self._running:
+            self._running[guild_id] = asyncio.create_task(self._run(guild_id, member_count))
+
+    async def _run(self, guild_id: int, member_count: int | None) -> None:
+        try:
+            await self.sync(guild_id, member_count=member_count)
+        except MemberSyncError:
+            pass  # logged and recorded in the guild's sync state
+        finally:
+            self._running.pop(guild_id, None)
+            self._removed.pop(guild_id, None)
+
+    async def wait_idle(self) -> None:
+        """Wait for every scheduled sync to finish (tests and shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    # One sync
+
+    async def sync(self, guild_id: int, *, member_count: int | None = None) -> int:
+        """Read every member of the guild into the store, drop those not seen; return the count."""
+        started = datetime.now(UTC)
+        await self._store.save_sync_state(
+            SyncState(guild_id, SyncPhase.SYNCING, member_count=member_count, updated_at=started)
+        )
+        stored = 0
+        progress = _Progress(guild_id, member_count)
+        try:
+            try:
+                stored = await self._via_gateway(guild_id, started, progress)
+            except (TimeoutError, GatewayRateLimitedError, ConnectionError) as exc:
+                log.warning("sync.gateway_failed guild=%d error=%s: using REST", guild_id, exc)
+                stored = await self._via_rest(guild_id, started, progress)
+            removed = await self._store.remove_members_not_seen_since(guild_id, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("sync.failed guild=%d", guild_id)
+            await self._store.save_sync_state(
+                SyncState(
+                    guild_id,
+                    SyncPhase.FAILED,
+                    members_stored=stored,
+                    member_count=member_count,
+                    error=_reason(exc),
+                )
+            )
+            raise MemberSyncError(str(exc)) from exc
+        total = await self._store.count_members(guild_id)
+        await self._store.save_sync_state(
+            SyncState(
+                guild_id,
+                SyncPhase.SYNCED,
+                members_stored=total,
+                member_count=total,
+                synced_at=datetime.now(UTC),
+            )
+        )
+        log.info(
+            "sync.done guild=%d members=%d removed=%d seconds=%.1f",
+            guild_id,
+            total,
+            removed,
+            progress.elapsed(),
+        )
+        return total
+
+    async def _wait_for_cooldown(self, guild_id: int) -> None:
+        last = self._last_request.get(guild_id)
+        if last is not None:
+            wait = last + self._cooldown - self._clock()
+            if wait > 0:
+                log.info("sync.cooldown guild=%d wait=%.1f", guild_id, wait)
+                await asyncio.sleep(wait)
+
+    async def _via_gateway(self, guild_id: int, started: datetime, progress: _Progress) -> int:
+        for attempt in range(1, MAX_GATEWAY_ATTEMPTS + 1):
+            await self._wait_for_cooldown(guild_id)
+            request = _ChunkRequest(guild_id, secrets.token_hex(12))
+            self._requests[request.nonce] = request
+            try:
+                self._last_request[guild_id] = self._clock()
+                await self._requester.request_whole_list(guild_id, request.nonce)
+                stored = await self._drain(request, started, progress)
+            finally:
+                del self._requests[request.nonce]
+            if request.rate_limited is None:
+                return stored
+            log.warning(
+                "sync.rate_limited guild=%d retry_after=%.1f attempt=%d",
+                guild_id,
+                request.rate_limited,
+                attempt,
+            )
+            self._last_request[guild_id] = self._clock() + request.rate_limited - self._cooldown
+        raise GatewayRateLimitedError(request.rate_limited or self._cooldown)
+
+    async def _drain(self, request: _ChunkRequest, started: datetime, progress: _Progress) -> int:
+        stored = 0
+        while True:
+            # Every wait is bounded: a request Discord never answers must not hang the sync.
+            chunk = await asyncio.wait_for(request.chunks.get(), self._chunk_timeout)
+            if chunk is None:
+                return stored
+            stored += await self._write(request.guild_id, chunk, started, progress)
+
+    async def _via_rest(self, guild_id: int, started: datetime, progress: _Progress) -> int:
+        stored, after = 0, 0
+        while True:
+            page = await self._requester.fetch_member_page(guild_id, after)
+            if not page:
+                return stored
+            members = [member_from_payload(m) for m in page]
+            stored += await self._write(guild_id, members, started, progress)
+            if len(page) < REST_PAGE_SIZE:
+                return stored
+            after = max(m.user_id for m in members)
+
+    async def _write(
+        self, guild_id: int, members: list[Member], started: datetime, progress: _Progress
+    ) -> int:
+        written = await self._store.upsert_members(guild_id, members, datetime.now(UTC))
+        progress.add(written)
+        await self._store.save_sync_state(
+            SyncState(
+                guild_id,
+                SyncPhase.SYNCING,
+                members_stored=progress.stored,
+                member_count=progress.expected,
+                updated_at=datetime.now(UTC),
+            )
+        )
+        return written
+
+
+@dataclass
+class _Progress:
+    """Counts for the log line 'guild G: 45,000 / 120,000 members', at most every few seconds."""
+
+    guild_id: int
+    expected: int | None
+    stored: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_logged: float = 0.0
+
+    def add(self, count: int) -> None:
+        self.stored += count
+        now = time.monotonic()
+        if now - self.last_logged >= 2.0:
+            self.last_logged = now
+            expected = f"{self.expected:,}" if self.expected is not None else "?"
+            log.info("sync.progress guild=%d members=%s/%s", self.guild_id, f"{self.stored:,}", expected)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
