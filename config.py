@@ -16,6 +16,7 @@ DEFAULT_DISCORD_BASE_URL = "https://discord.com"
 DEFAULT_REDIRECT_URI = "https://localhost:8080/authorize-discord"
 DEFAULT_DATABASE_URL = "sqlite:///data/guildlink.db"
 DEFAULT_SCOPES = "identify guilds bot"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -96,16 +97,22 @@ class Settings:
         return f"{parts.scheme}://{parts.netloc}"
 
 
-def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
-    """Read settings from `environ` (default os.environ) over `env_file`; raise SettingsError naming every problem."""
+def read_environment(env_file: Path | None = Path(".env")) -> dict[str, str]:
+    """The process environment over the values of `env_file` (if it exists)."""
     values: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
-    return _parse(values)
+    values.update(os.environ)
+    return values
 
 
-def _parse(env: Mapping[str, str]) -> Settings:
+def load_settings(env_file: Path | None = Path(".env")) -> Settings:
+    """Settings from the environment and `env_file`; raise SettingsError naming every problem."""
+    return parse_settings(read_environment(env_file))
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    """Validate raw `NAME=value` settings; raise SettingsError naming every problem."""
     problems: list[str] = []
 
     def get(name: str, default: str | None = None) -> str | None:
@@ -175,6 +182,11 @@ def _parse(env: Mapping[str, str]) -> Settings:
     for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
         if path and not Path(path).is_file():
             problems.append(f"{name} names {path}, which is not a readable file.")
+    if redirect.scheme == "https" and not tls_cert and redirect.hostname not in LOCAL_HOSTS:
+        problems.append(
+            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or use an"
+            " http redirect URI behind a TLS-terminating proxy (a self-signed certificate is made for localhost only)."
+        )
 
     database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
     if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):

@@ -1,0 +1,184 @@
+"""guildlink's command line: runs the web server and the Discord bot in one event loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import discord
+from aiohttp import web
+
+from bot.client import GuildlinkBot
+from bot.member_sync import MEMBER_LIST_COOLDOWN
+from config import DEFAULT_REDIRECT_URI, Settings, SettingsError, parse_settings, read_environment
+from store import Store, open_store
+from web.access_log import PathOnlyAccessLogger
+from web.app import create_app
+from web.tls import server_ssl_context
+
+log = logging.getLogger("guildlink")
+
+EXIT_SETTINGS = 2
+EXIT_DISCORD_REFUSED = 3
+SANDBOX_DATABASE_URL = "sqlite:///data/sandbox.db"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # discord.py's DEBUG chatter includes whole gateway payloads; keep it at INFO even when we debug.
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
+
+
+@dataclass
+class Running:
+    """A started guildlink: what tests and the command line need to reach."""
+
+    settings: Settings
+    store: Store
+    bot: GuildlinkBot
+    bot_task: asyncio.Task[None]
+    web_url: str
+
+
+@contextlib.asynccontextmanager
+async def run_guildlink(
+    settings: Settings, *, member_list_cooldown: float = MEMBER_LIST_COOLDOWN
+) -> AsyncIterator[Running]:
+    """Start store, web server and bot; on exit close them in reverse order (bot, web, store)."""
+    ssl_context = server_ssl_context(settings)
+    async with open_store(settings.database_url) as store:
+        bot = GuildlinkBot(settings, store, member_list_cooldown=member_list_cooldown)
+        app = create_app(settings, store, linker=bot.links, bot_status=bot)
+        runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.web_host, settings.web_port, ssl_context=ssl_context)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            scheme = "https" if ssl_context else "http"
+            web_url = f"{scheme}://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"
+            async with bot:
+                bot_task = asyncio.create_task(bot.start(settings.bot_token.reveal()), name="discord-bot")
+                try:
+                    yield Running(settings, store, bot, bot_task, web_url)
+                finally:
+                    await bot.close()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(bot_task), timeout=5)
+        finally:
+            await runner.cleanup()
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM or until Discord refuses the bot; return the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with run_guildlink(settings) as running:
+        log.info("guildlink.started web=%s", running.web_url)
+        log.info("Share this link with server admins: %s/link", settings.public_base_url)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({running.bot_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if running.bot_task.done():
+            return _bot_exit_code(running.bot_task)
+        log.info("guildlink.stopping")
+    return 0
+
+
+def _bot_exit_code(task: asyncio.Task[None]) -> int:
+    exc = task.exception()
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        print(
+            "guildlink: Discord refused the Server Members intent (close code 4014).\n"
+            "  Open the Developer Portal > your application > Bot > Privileged Gateway Intents,\n"
+            "  switch on 'Server Members Intent', save, and start guildlink again.",
+            file=sys.stderr,
+        )
+        return EXIT_DISCORD_REFUSED
+    if isinstance(exc, discord.LoginFailure):
+        print(
+            "guildlink: Discord refused DISCORD_BOT_TOKEN.\n"
+            "  Open the Developer Portal > your application > Bot, reset the token, and put the new one in .env.",
+            file=sys.stderr,
+        )
+        return EXIT_DISCORD_REFUSED
+    if exc is not None:
+        log.error("guildlink.bot_failed error=%s", type(exc).__name__, exc_info=exc)
+        return 1
+    log.error("guildlink.bot_stopped: the gateway session ended")
+    return 1
+
+
+async def serve_with_sandbox(env: dict[str, str], *, members: int, guilds: int) -> int:
+    """Start the local Discord in this process and point guildlink at it: no Discord account needed."""
+    from sandbox import Sandbox, SandboxOptions
+
+    redirect_uri = env.get("DISCORD_REDIRECT_URI") or DEFAULT_REDIRECT_URI
+    async with Sandbox(
+        SandboxOptions(redirect_uris=[redirect_uri], members=members, guilds=guilds)
+    ) as sandbox:
+        env = env | {
+            "DISCORD_CLIENT_ID": str(sandbox.client_id),
+            "DISCORD_CLIENT_SECRET": sandbox.client_secret,
+            "DISCORD_BOT_TOKEN": sandbox.bot_token,
+            "DISCORD_BASE_URL": sandbox.base_url,
+            "DATABASE_URL": env.get("SANDBOX_DATABASE_URL") or SANDBOX_DATABASE_URL,
+        }
+        settings = parse_settings(env)
+        print(
+            f"Sandbox Discord running at {sandbox.base_url} ({guilds} servers of {members} members).\n"
+            f"Open {settings.public_base_url}/ in a browser and click 'Add to Discord'.",
+            flush=True,
+        )
+        return await serve(settings)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="Link Discord servers and sync their members."
+    )
+    parser.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default: .env)")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against a local Discord in this process (no account needed)",
+    )
+    parser.add_argument("--sandbox-members", type=int, default=200, help="members per sandbox server")
+    parser.add_argument("--sandbox-guilds", type=int, default=3, help="servers the sandbox admin manages")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    env = read_environment(args.env_file)
+    try:
+        if args.sandbox:
+            setup_logging((env.get("LOG_LEVEL") or "INFO").upper())
+            return asyncio.run(
+                serve_with_sandbox(env, members=args.sandbox_members, guilds=args.sandbox_guilds)
+            )
+        settings = parse_settings(env)
+    except SettingsError as exc:
+        print("guildlink: cannot start, fix these settings (in the environment or .env):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_SETTINGS
+    setup_logging(settings.log_level)
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
