@@ -1,0 +1,100 @@
+"""Settings: every problem named at once, secrets never shown."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Secret, SettingsError, parse_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bot_token_for(user_id: int) -> str:
+    first = base64.urlsafe_b64encode(str(user_id).encode()).decode().rstrip("=")
+    return f"{first}.GhIjKl.{'x' * 27}"
+
+
+def valid_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "DISCORD_CLIENT_ID": "123456789012345678",
+        "DISCORD_CLIENT_SECRET": "s3cret-value-never-shown",
+        "DISCORD_BOT_TOKEN": bot_token_for(123456789012345678),
+    }
+    env.update(overrides)
+    return env
+
+
+def test_defaults_follow_the_documented_values() -> None:
+    settings = parse_settings(valid_env())
+    assert settings.redirect_uri == "https://localhost:8080/authorize-discord"
+    assert settings.api_base_url == "https://discord.com/api/v10"
+    assert settings.authorize_url == "https://discord.com/oauth2/authorize"
+    assert settings.scopes == ("identify", "guilds", "bot")
+    assert settings.web_port == 8080
+    assert settings.redirect_path == "/authorize-discord"
+    assert settings.database_url == "sqlite:///data/guildlink.db"
+
+
+def test_every_missing_required_variable_is_named_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({})
+    text = str(caught.value)
+    for name in ("DISCORD_CLIENT_ID", "DISCORD_CLIENT_SECRET", "DISCORD_BOT_TOKEN"):
+        assert name in text
+
+
+def test_bot_token_from_another_application_is_called_a_mix_up() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(valid_env(DISCORD_BOT_TOKEN=bot_token_for(999)))
+    assert "belongs to application 999" in str(caught.value)
+
+
+@pytest.mark.parametrize("token", ["not-a-token", "a.b", "!!!.b.c"])
+def test_malformed_bot_token_is_refused(token: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(valid_env(DISCORD_BOT_TOKEN=token))
+    assert "DISCORD_BOT_TOKEN" in str(caught.value)
+    assert token not in str(caught.value)
+
+
+def test_secrets_are_masked_in_repr() -> None:
+    settings = parse_settings(valid_env(API_TOKEN="t" * 40))
+    text = repr(settings) + str(settings)
+    assert "s3cret-value-never-shown" not in text
+    assert bot_token_for(123456789012345678) not in text
+    assert "t" * 40 not in text
+    assert settings.client_secret.reveal() == "s3cret-value-never-shown"
+    assert f"{Secret('x')}" == "Secret('**********')"
+
+
+def test_https_redirect_elsewhere_than_localhost_needs_a_certificate() -> None:
+    with pytest.raises(SettingsError, match="TLS_CERT_FILE"):
+        parse_settings(valid_env(DISCORD_REDIRECT_URI="https://links.example.com/authorize-discord"))
+    settings = parse_settings(valid_env(DISCORD_REDIRECT_URI="http://links.example.com/cb"))
+    assert not settings.serves_https and settings.web_port == 80
+
+
+def test_legacy_discordapp_domain_is_refused() -> None:
+    with pytest.raises(SettingsError, match="discord.com"):
+        parse_settings(valid_env(DISCORD_BASE_URL="https://discordapp.com"))
+
+
+def test_main_exits_2_with_one_message_and_no_traceback(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DISCORD_CLIENT_SECRET": "s3cret-value-never-shown"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--env-file", str(tmp_path / "none.env")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "DISCORD_CLIENT_ID" in result.stderr and "DISCORD_BOT_TOKEN" in result.stderr
+    assert "s3cret-value-never-shown" not in result.stderr + result.stdout
