@@ -80,7 +80,7 @@ def test_https_redirect_elsewhere_than_localhost_needs_a_certificate() -> None:
 
 
 def test_legacy_discordapp_domain_is_refused() -> None:
-    with pytest.raises(SettingsError, match="discord.com"):
+    with pytest.raises(SettingsError, match=r"discord\.com"):
         parse_settings(valid_env(DISCORD_BASE_URL="https://discordapp.com"))
 
 
