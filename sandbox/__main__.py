@@ -1,0 +1,91 @@
+"""`python -m sandbox`: serve a local Discord; the first line of output is a JSON description of it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+
+from .app import Sandbox, SandboxOptions
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--guilds", type=int, default=3, help="guilds the signed-in user manages")
+    parser.add_argument("--members", type=int, default=50, help="members in each guild")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        dest="redirect_uris",
+        metavar="URI",
+        help="a registered redirect URI (repeatable; default https://localhost:8080/authorize-discord)",
+    )
+    parser.add_argument("--no-code-grant", action="store_true", help='turn off "Requires OAuth2 Code Grant"')
+    parser.add_argument(
+        "--no-members-intent", action="store_true", help="switch the Server Members intent off"
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the sandbox, describe it on stdout, serve until SIGINT or SIGTERM."""
+    options = SandboxOptions(
+        guilds=args.guilds,
+        members=args.members,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        requires_code_grant=not args.no_code_grant,
+        members_intent_enabled=not args.no_members_intent,
+    )
+    if args.redirect_uris:
+        options.redirect_uris = list(args.redirect_uris)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Sandbox(options) as sandbox:
+        guilds = sandbox.managed_guilds()
+        info = {
+            "base_url": sandbox.base_url,
+            "client_id": str(sandbox.client_id),
+            "client_secret": sandbox.client_secret,
+            "bot_token": sandbox.bot_token,
+            "redirect_uris": options.redirect_uris,
+            "guilds": [{"id": str(g.id), "name": g.name, "member_count": g.member_count} for g in guilds],
+        }
+        print(json.dumps(info, ensure_ascii=False), flush=True)
+        print(f"Discord sandbox serving at {sandbox.base_url}")
+        print(f"  application {sandbox.application_name!r} client_id={sandbox.client_id}")
+        print(f"  consent page: {sandbox.base_url}/oauth2/authorize?client_id={sandbox.client_id}&...")
+        print(f"  gateway: {sandbox.gateway.url}")
+        for g in guilds[:10]:
+            print(f"  guild {g.id} {g.name!r}: {g.member_count} members")
+        if len(guilds) > 10:
+            print(f"  ... and {len(guilds) - 10} more guilds")
+        print("Ctrl-C to stop.", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""`Sandbox`: the aiohttp application wiring OAuth2, REST, the gateway and the controls together."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from . import oauth, payloads
+from .control import ControlHandlers
+from .errors import SandboxError
+from .gateway import Gateway, GatewayCommand
+from .oauth import OAuthHandlers, OAuthState
+from .rest import API_PREFIXES, RestHandlers, api_error, json_response, rate_limited_response
+from .world import Guild, GuildInfo, Member, User, World, iso_time
+
+log = logging.getLogger(__name__)
+
+
+class _Unset:
+    """Marks an argument that was not given (None means "clear it")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass
+class SandboxOptions:
+    """How the sandbox's world and application are set up; the last three may change at run time."""
+
+    guilds: int = 3
+    members: int = 50
+    redirect_uris: list[str] = field(default_factory=lambda: ["https://localhost:8080/authorize-discord"])
+    requires_code_grant: bool = True
+    members_intent_enabled: bool = True
+    member_list_cooldown: float = 30.0
+    seed: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass
+class RequestRecord:
+    """One HTTP request the sandbox received."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    time: float
+
+
+@dataclass
+class Fault:
+    """An injected error for the next `times` requests to method and path."""
+
+    method: str
+    path: str
+    status: int
+    times: int
+    retry_after: float | None = None
+    body: dict[str, Any] | None = None
+
+
+def make_bot_token(client_id: int, seed: int) -> str:
+    """A token shaped like Discord's: base64(id) . base64(timestamp) . base64(hmac)."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    stamp = (1_700_000_000 + seed).to_bytes(4, "big")
+    mac = hmac.new(f"sandbox-bot:{seed}".encode(), str(client_id).encode(), hashlib.sha256).digest()[:27]
+    return f"{b64(str(client_id).encode())}.{b64(stamp)}.{b64(mac)}"
+
+
+class Sandbox:
+    """A local Discord: consent page, OAuth2, REST and gateway on one base URL."""
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()
+        opts = self.options
+        self.world = World(seed=opts.seed, guilds=opts.guilds, members=opts.members)
+        self.client_id = self.world.application_id
+        self.client_secret = self.world.client_secret
+        self.bot_token = make_bot_token(self.client_id, opts.seed)
+        self.application_name = self.world.application_name
+        self.user_id = self.world.admin.id
+        self.base_url = ""
+        self.requests: list[RequestRecord] = []
+        self.gateway_commands: list[GatewayCommand] = []
+        self.oauth_state = OAuthState()
+        self.gateway = Gateway(self.world, opts, self.bot_token, self._record_command)
+        self._faults: list[Fault] = []
+        self._tampered_guild: int | None = None
+        self._waiters: list[
+            tuple[int, Callable[[GatewayCommand], bool] | None, asyncio.Future[GatewayCommand]]
+        ] = []
+        self._runner: web.AppRunner | None = None
+        self.app = self._build_app()
+
+    # -- life --------------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        oauth_handlers = OAuthHandlers(self)
+        app.add_routes(
+            [
+                web.get("/oauth2/authorize", oauth_handlers.consent),
+                web.post("/oauth2/authorize", oauth_handlers.consent_submit),
+                web.get("/oauth2/authorized", oauth_handlers.authorized),
+                web.get("/gateway", self.gateway.handle),
+                web.get("/gateway/resume", self.gateway.handle),
+            ]
+        )
+        for prefix in API_PREFIXES:
+            app.router.add_post(f"{prefix}/oauth2/token", oauth_handlers.token)
+            app.router.add_post(f"{prefix}/oauth2/token/revoke", oauth_handlers.revoke)
+        app.add_routes(RestHandlers(self).routes())
+        app.add_routes(ControlHandlers(self).routes())
+        return app
+
+    async def start(self) -> str:
+        """Bind and serve; returns the base URL."""
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.options.host, self.options.port)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        self.base_url = f"http://{host}:{port}"
+        ws_base = "ws" + self.base_url[4:]
+        self.gateway.url = f"{ws_base}/gateway"
+        self.gateway.resume_url = f"{ws_base}/gateway/resume"
+        log.info("sandbox.started base_url=%s", self.base_url)
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Close gateway sockets and the server."""
+        await self.gateway.close()
+        for _, _, fut in self._waiters:
+            fut.cancel()
+        self._waiters.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        log.info("sandbox.stopped")
+
+    @property
+    def gateway_url(self) -> str:
+        """The WebSocket URL GET /gateway/bot returns."""
+        return self.gateway.url
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.requests.append(RequestRecord(request.method, request.path, dict(request.query), time.time()))
+        fault = self._take_fault(request.method, request.path)
+        if fault is not None:
+            log.info("sandbox.fault method=%s path=%s status=%s", request.method, request.path, fault.status)
+            if fault.status == 429:
+                return rate_limited_response(request.path, fault.retry_after or 1.0, fault.body)
+            body = fault.body or payloads.error(0, f"{fault.status}: injected by the sandbox")
+            return json_response(body, fault.status, route=request.path)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if not request.path.startswith("/api") or exc.status < 400:
+                raise
+            return api_error(exc.status, 0, f"{exc.status}: {exc.reason}")
+
+    # -- records -----------------------------------------------------------------------------------
+
+    def _record_command(self, command: GatewayCommand) -> None:
+        self.gateway_commands.append(command)
+        for waiter in list(self._waiters):
+            op, predicate, fut = waiter
+            if fut.done() or op != command.op or (predicate is not None and not predicate(command)):
+                continue
+            fut.set_result(command)
+            self._waiters.remove(waiter)
+
+    async def wait_for_gateway_command(
+        self,
+        op: int,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the interface tests rely on
+        predicate: Callable[[GatewayCommand], bool] | None = None,
+        since: int | None = None,
+    ) -> GatewayCommand:
+        """The next gateway command with this op (or, with `since`, the first at or after that log index)."""
+        if since is not None:
+            for command in self.gateway_commands[since:]:
+                if command.op == op and (predicate is None or predicate(command)):
+                    return command
+        fut: asyncio.Future[GatewayCommand] = asyncio.get_running_loop().create_future()
+        waiter = (op, predicate, fut)
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    # -- faults ------------------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int,
+        times: int = 1,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        """Answer the next `times` requests to method and path with this error."""
+        self._faults.append(Fault(method.upper(), path, status, times, retry_after, body))
+
+    def pending_faults(self) -> list[Fault]:
+        """Injected errors not yet used up."""
+        return list(self._faults)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.method == method.upper() and fault.path == path:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def tamper_redirect_guild_id(self, guild_id: int) -> None:
+        """The next authorize redirect shows this guild_id instead of the chosen one."""
+        self._tampered_guild = guild_id
+
+    def take_tampered_guild_id(self) -> int | None:
+        """The tampered guild id, once."""
+        value, self._tampered_guild = self._tampered_guild, None
+        return value
+
+    def drop_gateway(self) -> None:
+        """Drop every gateway socket without a close frame, so clients RESUME."""
+        self.gateway.drop_all()
+
+    async def send_reconnect(self) -> None:
+        """Op 7 RECONNECT to every session."""
+        self.gateway.reconnect_all()
+
+    async def send_invalid_session(self, resumable: bool = False) -> None:
+        """Op 9 INVALID_SESSION to every session."""
+        self.gateway.invalidate_all(resumable)
+
+    # -- OAuth2 ------------------------------------------------------------------------------------
+
+    def authorize(self, query: Mapping[str, str], guild_id: int | None = None, *, deny: bool = False) -> str:
+        """What clicking Authorize (or Cancel) on /oauth2/authorize?<query> does; returns the Location."""
+        return oauth.authorize(self, query, guild_id, deny=deny)
+
+    # -- world -------------------------------------------------------------------------------------
+
+    def _guild(self, guild_id: int) -> Guild:
+        try:
+            return self.world.guild(guild_id)
+        except KeyError:
+            raise SandboxError(f"unknown guild {guild_id}") from None
+
+    def managed_guilds(self) -> list[GuildInfo]:
+        """Guilds the signed-in user can add the bot to."""
+        return [g.info() for g in self.world.managed_guilds()]
+
+    def guild(self, guild_id: int) -> GuildInfo:
+        """A guild's summary."""
+        return self._guild(guild_id).info()
+
+    def bot_guild_ids(self) -> set[int]:
+        """Guilds the bot is in."""
+        return set(self.world.bot_guilds)
+
+    def members(self, guild_id: int) -> list[dict[str, Any]]:
+        """Current member payloads as the REST API returns them, ordered by user id."""
+        return [payloads.member(m) for m in self._guild(guild_id).iter_members()]
+
+    def _live(self, guild_id: int) -> bool:
+        return guild_id in self.world.bot_guilds and not self.world.guild(guild_id).unavailable
+
+    def add_member(self, guild_id: int, *, username: str | None = None, bot: bool = False) -> int:
+        """A new user joins the guild (GUILD_MEMBER_ADD); returns the user id."""
+        guild = self._guild(guild_id)
+        uid = self.world.new_user_id()
+        user = User(id=uid, username=username or f"newcomer{uid % 100_000}", bot=bot)
+        member = Member(user=user, joined_at=iso_time(int(time.time() * 1000)))
+        guild.add(member)
+        if self._live(guild_id):
+            self.gateway.member_event(guild_id, "GUILD_MEMBER_ADD", payloads.member(member, guild_id))
+        return uid
+
+    def update_member(
+        self,
+        guild_id: int,
+        user_id: int,
+        *,
+        nick: str | None = UNSET,
+        roles: list[int] | None = UNSET,
+        username: str | None = UNSET,
+        global_name: str | None = UNSET,
+        avatar: str | None = UNSET,
+    ) -> None:
+        """Change a member (GUILD_MEMBER_UPDATE); arguments not given stay as they are."""
+        guild = self._guild(guild_id)
+        member = guild.get_member(user_id)
+        if member is None:
+            raise SandboxError(f"user {user_id} is not a member of guild {guild_id}")
+        user = member.user
+        user_changes: dict[str, Any] = {}
+        if username is not UNSET:
+            user_changes["username"] = username
+        if global_name is not UNSET:
+            user_changes["global_name"] = global_name
+        if avatar is not UNSET:
+            user_changes["avatar"] = avatar
+        member_changes: dict[str, Any] = {"user": replace(user, **user_changes)}
+        if nick is not UNSET:
+            member_changes["nick"] = nick
+        if roles is not UNSET:
+            member_changes["roles"] = tuple(roles or ())
+        updated = replace(member, **member_changes)
+        guild.replace(updated)
+        if self._live(guild_id):
+            self.gateway.member_event(guild_id, "GUILD_MEMBER_UPDATE", payloads.member(updated, guild_id))
+
+    def remove_member(self, guild_id: int, user_id: int) -> None:
+        """A member leaves the guild (GUILD_MEMBER_REMOVE)."""
+        guild = self._guild(guild_id)
+        member = guild.get_member(user_id)
+        if member is None:
+            raise SandboxError(f"user {user_id} is not a member of guild {guild_id}")
+        guild.remove(user_id)
+        if self._live(guild_id):
+            data = {"guild_id": str(guild_id), "user": payloads.user(member.user)}
+            self.gateway.member_event(guild_id, "GUILD_MEMBER_REMOVE", data)
+
+    def add_bot(self, guild_id: int, *, permissions: int = 0) -> None:
+        """The bot joins the guild: connected sessions get GUILD_CREATE without `unavailable`."""
+        guild = self._guild(guild_id)
+        if self.world.bot_join(guild_id, permissions) and not guild.unavailable:
+            log.info("sandbox.bot_joined guild=%s", guild_id)
+            self.gateway.guild_create(guild_id, join=True)
+
+    def kick_bot(self, guild_id: int) -> None:
+        """The bot is removed: GUILD_DELETE without `unavailable`."""
+        self._guild(guild_id)
+        if self.world.bot_leave(guild_id):
+            log.info("sandbox.bot_left guild=%s", guild_id)
+            self.gateway.guild_delete(guild_id, unavailable=False)
+
+    def set_guild_unavailable(self, guild_id: int, unavailable: bool) -> None:
+        """An outage (GUILD_DELETE unavailable) or its end (GUILD_CREATE)."""
+        guild = self._guild(guild_id)
+        if guild.unavailable == unavailable:
+            return
+        guild.unavailable = unavailable
+        if guild_id not in self.world.bot_guilds:
+            return
+        if unavailable:
+            self.gateway.guild_delete(guild_id, unavailable=True)
+        else:
+            self.gateway.guild_create(guild_id, join=False)

@@ -1,0 +1,220 @@
+"""`/_sandbox/...`: the sandbox's Python controls over HTTP, for scripts and load tests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .errors import SandboxError
+from .rest import json_response
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+log = logging.getLogger(__name__)
+
+_UNSET_KEYS = ("nick", "roles", "username", "global_name", "avatar")
+
+
+def _error(message: str, status: int = 400) -> web.Response:
+    return json_response({"error": message}, status)
+
+
+class ControlHandlers:
+    """aiohttp handlers for /_sandbox/..."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def routes(self) -> list[web.RouteDef]:
+        """The control routes."""
+        return [
+            web.get("/_sandbox/state", self.state),
+            web.post("/_sandbox/authorize", self.authorize),
+            web.patch("/_sandbox/settings", self.settings),
+            web.get("/_sandbox/guilds/{guild_id}/members", self.members),
+            web.post("/_sandbox/guilds/{guild_id}/members", self.add_member),
+            web.patch("/_sandbox/guilds/{guild_id}/members/{user_id}", self.update_member),
+            web.delete("/_sandbox/guilds/{guild_id}/members/{user_id}", self.remove_member),
+            web.put("/_sandbox/guilds/{guild_id}/bot", self.add_bot),
+            web.delete("/_sandbox/guilds/{guild_id}/bot", self.kick_bot),
+            web.post("/_sandbox/guilds/{guild_id}/unavailable", self.unavailable),
+            web.post("/_sandbox/guilds/{guild_id}/tamper-redirect", self.tamper),
+            web.post("/_sandbox/fail", self.fail),
+            web.post("/_sandbox/gateway/drop", self.drop),
+            web.post("/_sandbox/gateway/reconnect", self.reconnect),
+            web.post("/_sandbox/gateway/invalid-session", self.invalid_session),
+        ]
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        data = await request.json()
+        if not isinstance(data, dict):
+            raise SandboxError("body must be a JSON object")
+        return data
+
+    @staticmethod
+    def _ids(request: web.Request) -> tuple[int, int | None]:
+        guild_id = int(request.match_info["guild_id"])
+        user = request.match_info.get("user_id")
+        return guild_id, int(user) if user is not None else None
+
+    async def state(self, request: web.Request) -> web.Response:
+        """Everything a script needs to know: application, guilds, settings."""
+        sb = self.sandbox
+        return json_response(
+            {
+                "base_url": sb.base_url,
+                "client_id": str(sb.client_id),
+                "user_id": str(sb.user_id),
+                "guilds": [
+                    {"id": str(g.id), "name": g.name, "member_count": g.member_count}
+                    for g in sb.managed_guilds()
+                ],
+                "bot_guild_ids": sorted(str(g) for g in sb.bot_guild_ids()),
+                "settings": {
+                    "requires_code_grant": sb.options.requires_code_grant,
+                    "members_intent_enabled": sb.options.members_intent_enabled,
+                    "member_list_cooldown": sb.options.member_list_cooldown,
+                },
+            }
+        )
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        """What clicking Authorize (or, with "deny": true, Cancel) would redirect to."""
+        try:
+            body = await self._body(request)
+            deny = bool(body.pop("deny", False))
+            raw_guild = body.pop("guild_id", None)
+            guild_id = int(raw_guild) if raw_guild not in (None, "") else None
+            query = {k: str(v) for k, v in body.items()}
+            if guild_id is not None and "disable_guild_select" in query:
+                query["guild_id"] = str(guild_id)
+            location = self.sandbox.authorize(query, guild_id, deny=deny)
+        except (SandboxError, ValueError) as exc:
+            return _error(str(exc))
+        return json_response({"location": location})
+
+    async def settings(self, request: web.Request) -> web.Response:
+        """Change run-time settings (requires_code_grant, members_intent_enabled, member_list_cooldown)."""
+        body = await self._body(request)
+        opts = self.sandbox.options
+        for key in ("requires_code_grant", "members_intent_enabled"):
+            if key in body:
+                setattr(opts, key, bool(body[key]))
+        if "member_list_cooldown" in body:
+            opts.member_list_cooldown = float(body["member_list_cooldown"])
+        return await self.state(request)
+
+    async def members(self, request: web.Request) -> web.Response:
+        """Every member of a guild, as the REST API would return them."""
+        guild_id, _ = self._ids(request)
+        try:
+            return json_response(self.sandbox.members(guild_id))
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        """A member joins."""
+        guild_id, _ = self._ids(request)
+        body = await self._body(request)
+        try:
+            uid = self.sandbox.add_member(guild_id, username=body.get("username"), bot=bool(body.get("bot")))
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({"user_id": str(uid)})
+
+    async def update_member(self, request: web.Request) -> web.Response:
+        """A member changes (only the keys given)."""
+        guild_id, user_id = self._ids(request)
+        assert user_id is not None
+        body = await self._body(request)
+        changes: dict[str, Any] = {k: body[k] for k in _UNSET_KEYS if k in body}
+        if changes.get("roles") is not None:
+            changes["roles"] = [int(r) for r in changes["roles"]]
+        try:
+            self.sandbox.update_member(guild_id, user_id, **changes)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({})
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        """A member leaves."""
+        guild_id, user_id = self._ids(request)
+        assert user_id is not None
+        try:
+            self.sandbox.remove_member(guild_id, user_id)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({})
+
+    async def add_bot(self, request: web.Request) -> web.Response:
+        """The bot joins a guild."""
+        guild_id, _ = self._ids(request)
+        try:
+            self.sandbox.add_bot(guild_id)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({})
+
+    async def kick_bot(self, request: web.Request) -> web.Response:
+        """The bot is removed from a guild."""
+        guild_id, _ = self._ids(request)
+        try:
+            self.sandbox.kick_bot(guild_id)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({})
+
+    async def unavailable(self, request: web.Request) -> web.Response:
+        """Start or end a guild outage ({"unavailable": bool})."""
+        guild_id, _ = self._ids(request)
+        body = await self._body(request)
+        try:
+            self.sandbox.set_guild_unavailable(guild_id, bool(body.get("unavailable", True)))
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({})
+
+    async def tamper(self, request: web.Request) -> web.Response:
+        """The next authorize redirect carries this guild id."""
+        guild_id, _ = self._ids(request)
+        self.sandbox.tamper_redirect_guild_id(guild_id)
+        return json_response({})
+
+    async def fail(self, request: web.Request) -> web.Response:
+        """Inject errors: {"method", "path", "status", "times"?, "retry_after"?, "body"?}."""
+        body = await self._body(request)
+        try:
+            self.sandbox.fail_next(
+                str(body["method"]),
+                str(body["path"]),
+                status=int(body["status"]),
+                times=int(body.get("times", 1)),
+                retry_after=float(body["retry_after"]) if body.get("retry_after") is not None else None,
+                body=body.get("body"),
+            )
+        except (KeyError, ValueError) as exc:
+            return _error(f"bad fault: {exc}")
+        return json_response({"pending": [asdict(f) for f in self.sandbox.pending_faults()]})
+
+    async def drop(self, request: web.Request) -> web.Response:
+        """Cut every gateway socket."""
+        self.sandbox.drop_gateway()
+        return json_response({})
+
+    async def reconnect(self, request: web.Request) -> web.Response:
+        """Op 7 to every session."""
+        await self.sandbox.send_reconnect()
+        return json_response({})
+
+    async def invalid_session(self, request: web.Request) -> web.Response:
+        """Op 9 to every session ({"resumable": bool})."""
+        body = await self._body(request)
+        await self.sandbox.send_invalid_session(bool(body.get("resumable", False)))
+        return json_response({})

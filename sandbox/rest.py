@@ -1,0 +1,284 @@
+"""The REST API: the handful of v10 routes the project uses, with Discord's errors and headers."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import payloads
+from .oauth import TokenGrant
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+log = logging.getLogger(__name__)
+
+API_PREFIXES = ("/api/v10", "/api/v9", "/api")
+RATE_LIMIT = 50
+
+
+def json_response(
+    obj: Any, status: int = 200, *, route: str = "", headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON response with exactly `Content-Type: application/json` and Discord's rate-limit headers."""
+    all_headers = ratelimit_headers(route, remaining=RATE_LIMIT - 1, reset_after=1.0)
+    all_headers.update(headers or {})
+    return web.Response(
+        body=payloads.dumps(obj), status=status, content_type="application/json", headers=all_headers
+    )
+
+
+def ratelimit_headers(route: str, *, remaining: int, reset_after: float) -> dict[str, str]:
+    """The X-RateLimit-* headers Discord puts on every REST response."""
+    return {
+        "X-RateLimit-Limit": str(RATE_LIMIT),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+        "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+        "X-RateLimit-Bucket": hashlib.md5(route.encode()).hexdigest(),
+    }
+
+
+def rate_limited_response(route: str, retry_after: float, body: dict[str, Any] | None = None) -> web.Response:
+    """Discord's 429: retry_after in the body, Retry-After and X-RateLimit-* headers."""
+    data = body or {
+        "message": "You are being rate limited.",
+        "retry_after": retry_after,
+        "global": False,
+        "code": 0,
+    }
+    headers = ratelimit_headers(route, remaining=0, reset_after=retry_after)
+    headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    headers["X-RateLimit-Scope"] = "user"
+    return web.Response(
+        body=payloads.dumps(data), status=429, content_type="application/json", headers=headers
+    )
+
+
+def api_error(status: int, code: int, message: str, route: str = "") -> web.Response:
+    """Discord's `{"code", "message"}` error body."""
+    return json_response(payloads.error(code, message), status, route=route)
+
+
+def unauthorized() -> web.Response:
+    """401 for a missing or bad token."""
+    return api_error(401, 0, "401: Unauthorized")
+
+
+@dataclass
+class Principal:
+    """Who a REST request is from: the bot, or the signed-in user through a Bearer token."""
+
+    bot: bool
+    grant: TokenGrant | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether a Bearer token carries the scope (the bot has every route it may call)."""
+        return self.bot or (self.grant is not None and scope in self.grant.scopes)
+
+
+class RestHandlers:
+    """aiohttp handlers for the REST API."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def routes(self) -> list[web.RouteDef]:
+        """Every route under each API prefix."""
+        table = [
+            ("GET", "/users/@me", self.me),
+            ("GET", "/users/@me/guilds", self.my_guilds),
+            ("DELETE", "/users/@me/guilds/{guild_id}", self.leave_guild),
+            ("GET", "/oauth2/applications/@me", self.application),
+            ("GET", "/applications/@me", self.application),
+            ("GET", "/gateway", self.gateway),
+            ("GET", "/gateway/bot", self.gateway_bot),
+            ("GET", "/guilds/{guild_id}", self.get_guild),
+            ("GET", "/guilds/{guild_id}/members", self.list_members),
+            ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
+        ]
+        return [
+            web.route(method, prefix + path, handler)
+            for prefix in API_PREFIXES
+            for method, path, handler in table
+        ]
+
+    def _principal(self, request: web.Request) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bot "):
+            token = header[4:].encode()
+            return (
+                Principal(bot=True)
+                if secrets.compare_digest(token, self.sandbox.bot_token.encode())
+                else None
+            )
+        if header.startswith("Bearer "):
+            grant = self.sandbox.oauth_state.bearer(header[7:])
+            return Principal(bot=False, grant=grant) if grant is not None else None
+        return None
+
+    def _guild_for_bot(self, request: web.Request) -> tuple[int, web.Response | None]:
+        try:
+            guild_id = int(request.match_info["guild_id"])
+        except ValueError:
+            return 0, api_error(404, 10004, "Unknown Guild")
+        if guild_id not in self.sandbox.world.guilds:
+            return guild_id, api_error(404, 10004, "Unknown Guild")
+        if guild_id not in self.sandbox.world.bot_guilds:
+            return guild_id, api_error(403, 50001, "Missing Access")
+        return guild_id, None
+
+    async def me(self, request: web.Request) -> web.Response:
+        """GET /users/@me."""
+        who = self._principal(request)
+        if who is None or not who.has_scope("identify"):
+            return unauthorized()
+        if who.bot:
+            return json_response(payloads.private_user(self.sandbox.world.bot_user), route="users/@me")
+        email = who.grant is not None and "email" in who.grant.scopes
+        return json_response(payloads.private_user(self.sandbox.world.admin, email=email), route="users/@me")
+
+    async def my_guilds(self, request: web.Request) -> web.Response:
+        """GET /users/@me/guilds."""
+        who = self._principal(request)
+        if who is None or not who.has_scope("guilds"):
+            return unauthorized()
+        world = self.sandbox.world
+        if who.bot:
+            me = world.bot_user
+            guilds = [world.guild(gid) for gid in world.bot_guilds]
+        else:
+            me = world.admin
+            guilds = world.admin_guilds()
+        guilds.sort(key=lambda g: g.id)
+        q = request.query
+        try:
+            limit = int(q.get("limit", "200"))
+            after = int(q.get("after", "0"))
+            before = int(q["before"]) if "before" in q else None
+        except ValueError:
+            return api_error(400, 50035, "Invalid Form Body")
+        if not 1 <= limit <= 200:
+            return api_error(400, 50035, "Invalid Form Body")
+        with_counts = q.get("with_counts", "false").lower() == "true"
+        picked = [g for g in guilds if g.id > after and (before is None or g.id < before)]
+        picked = picked[-limit:] if before is not None and "after" not in q else picked[:limit]
+        body = [payloads.my_guild(world, g, me, with_counts=with_counts) for g in picked]
+        return json_response(body, route="users/@me/guilds")
+
+    async def leave_guild(self, request: web.Request) -> web.Response:
+        """DELETE /users/@me/guilds/{id}: the bot leaves the guild."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        guild_id, error = self._guild_for_bot(request)
+        if error is not None:
+            return error
+        self.sandbox.kick_bot(guild_id)
+        return web.Response(
+            status=204, headers=ratelimit_headers("leave", remaining=RATE_LIMIT - 1, reset_after=1)
+        )
+
+    async def application(self, request: web.Request) -> web.Response:
+        """GET /oauth2/applications/@me."""
+        if self._principal(request) is None:
+            return unauthorized()
+        opts = self.sandbox.options
+        body = payloads.application(
+            self.sandbox.world,
+            opts.redirect_uris,
+            requires_code_grant=opts.requires_code_grant,
+            members_intent=opts.members_intent_enabled,
+        )
+        return json_response(body, route="applications/@me")
+
+    async def gateway(self, request: web.Request) -> web.Response:
+        """GET /gateway (no authentication)."""
+        return json_response({"url": self.sandbox.gateway.url}, route="gateway")
+
+    async def gateway_bot(self, request: web.Request) -> web.Response:
+        """GET /gateway/bot: the URL, a recommended shard count and the session start limit."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        shards = max(1, math.ceil(len(self.sandbox.world.bot_guilds) / 1000))
+        body = {
+            "url": self.sandbox.gateway.url,
+            "shards": shards,
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 999,
+                "reset_after": 86_400_000,
+                "max_concurrency": 1,
+            },
+        }
+        return json_response(body, route="gateway/bot")
+
+    async def get_guild(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        guild_id, error = self._guild_for_bot(request)
+        if error is not None:
+            return error
+        with_counts = request.query.get("with_counts", "false").lower() == "true"
+        body = payloads.guild(self.sandbox.world.guild(guild_id), with_counts=with_counts)
+        return json_response(body, route=f"guilds/{guild_id}")
+
+    async def list_members(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}/members?limit=1..1000&after=: ordered by user id."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        guild_id, error = self._guild_for_bot(request)
+        if error is not None:
+            return error
+        route = f"guilds/{guild_id}/members"
+        if not self.sandbox.options.members_intent_enabled:
+            # Listing members needs the Server Members intent switched on in the portal.
+            return api_error(403, 50001, "Missing Access", route)
+        try:
+            limit = int(request.query.get("limit", "1"))
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            return api_error(400, 50035, "Invalid Form Body", route)
+        if not 1 <= limit <= 1000:
+            errors = {
+                "limit": {
+                    "_errors": [
+                        {
+                            "code": "NUMBER_TYPE_MAX",
+                            "message": "Int value should be less than or equal to 1000.",
+                        }
+                    ]
+                }
+            }
+            return json_response(payloads.error(50035, "Invalid Form Body", errors), 400, route=route)
+        guild = self.sandbox.world.guild(guild_id)
+        body = [payloads.member(m) for m in islice(guild.iter_members(after), limit)]
+        return json_response(body, route=route)
+
+    async def get_member(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}/members/{user_id}."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        guild_id, error = self._guild_for_bot(request)
+        if error is not None:
+            return error
+        try:
+            member = self.sandbox.world.guild(guild_id).get_member(int(request.match_info["user_id"]))
+        except ValueError:
+            member = None
+        if member is None:
+            return api_error(404, 10007, "Unknown Member")
+        return json_response(payloads.member(member), route=f"guilds/{guild_id}/members")
