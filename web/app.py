@@ -10,11 +10,13 @@ from aiohttp import web
 from config import Settings
 from handoff import BotStatusSource, GuildLinker
 from store import Store
-from web import health, link_flow
-from web.keys import BOT_STATUS, LINKER, OAUTH, PAGES, SETTINGS, STATES, STORE
+from web import api, health, link_flow
+from web.api import api_auth_middleware
+from web.keys import BOT_STATUS, LINKER, OAUTH, PAGES, PROGRESS, SETTINGS, STATES, STORE
 from web.middleware import add_security_headers, error_middleware
 from web.oauth import USER_AGENT, DiscordOAuthClient
 from web.pages import Pages
+from web.progress import ProgressTokens
 from web.states import StateKeeper
 
 
@@ -22,18 +24,20 @@ def create_app(
     settings: Settings, store: Store, linker: GuildLinker, bot_status: BotStatusSource
 ) -> web.Application:
     """The web face of guildlink: consent flow, probes and the backend's API."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, api_auth_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
     app[LINKER] = linker
     app[BOT_STATUS] = bot_status
     app[PAGES] = Pages()
     app[STATES] = StateKeeper(store)
+    app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.on_response_prepare.append(add_security_headers)
     app.add_routes(link_flow.routes)
     app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")
     app.add_routes(health.routes)
+    app.add_routes(api.routes)
     app.router.add_static("/static", Pages.STATIC_DIR)
     return app
 

@@ -9,6 +9,7 @@ from handoff import BotStatusSource, GuildLinker
 from store import Store
 from web.oauth import DiscordOAuthClient
 from web.pages import Pages
+from web.progress import ProgressTokens
 from web.states import StateKeeper
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -18,3 +19,4 @@ BOT_STATUS = web.AppKey("bot_status", BotStatusSource)
 PAGES = web.AppKey("pages", Pages)
 OAUTH = web.AppKey("oauth", DiscordOAuthClient)
 STATES = web.AppKey("states", StateKeeper)
+PROGRESS = web.AppKey("progress", ProgressTokens)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from config import Settings
 from store import Link
-from web.keys import LINKER, OAUTH, PAGES, SETTINGS, STATES, STORE
+from web.keys import LINKER, OAUTH, PAGES, PROGRESS, SETTINGS, STATES, STORE
 from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError
 from web.states import BROWSER_COOKIE, STATE_TTL, AcceptedState, StateProblem, is_browser_id, new_token
 
@@ -73,6 +73,37 @@ async def link(request: web.Request) -> web.Response:
             offer_fresh_link=True,
         )
     return await redirect_to_consent(request, ref=None, guild_id=int(raw_guild) if raw_guild else None)
+
+
+@routes.get("/start/{invite}")
+async def start_invite(request: web.Request) -> web.Response:
+    """A one-time link from POST /api/links: bind a state to this browser, carrying the backend's ref."""
+    invite = await request.app[STORE].take_pending_state(request.match_info["invite"])
+    if invite is None or invite.browser_hash or invite.expires_at <= datetime.now(UTC):
+        return request.app[PAGES].error(
+            400,
+            "This link is no longer valid",
+            "It was already used or has expired. Ask for a new one where you got it.",
+        )
+    return await redirect_to_consent(request, ref=invite.ref, guild_id=None)
+
+
+@routes.get("/progress/{token}")
+async def progress(request: web.Request) -> web.Response:
+    """Counts of one guild's member sync, for the success page's script; nothing else."""
+    guild_id = request.app[PROGRESS].guild_of(request.match_info["token"])
+    if guild_id is None:
+        return web.json_response(
+            {"error": "not_found", "message": "Unknown or expired progress link."}, status=404
+        )
+    sync = await request.app[STORE].get_sync_state(guild_id)
+    return web.json_response(
+        {
+            "state": sync.phase.value if sync else "pending",
+            "members_stored": sync.members_stored if sync else 0,
+            "member_count": sync.member_count if sync else None,
+        }
+    )
 
 
 STATE_MESSAGES = {
@@ -145,7 +176,8 @@ async def _complete_link(request: web.Request, accepted: AcceptedState, code: st
     except Exception:
         # The link is committed; the bot picks every active link up again at start-up.
         log.exception("link.handoff_failed guild=%d", link.guild_id)
-    return pages.render("linked.html", link=link, progress_url=None)
+    progress_url = f"/progress/{request.app[PROGRESS].issue(link.guild_id)}"
+    return pages.render("linked.html", link=link, progress_url=progress_url)
 
 
 async def authorize_callback(request: web.Request) -> web.Response:

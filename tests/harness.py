@@ -1,0 +1,116 @@
+"""Starting guildlink against a sandbox in a test, and walking the consent flow as a browser would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+
+from config import Settings, parse_settings
+from main import Running, run_guildlink
+from sandbox import Sandbox
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_for(sandbox: Sandbox, data_dir: Path, *, port: int, https: bool = False, **env: str) -> Settings:
+    """Settings that point guildlink at `sandbox`, registering our redirect URI there."""
+    scheme = "https" if https else "http"
+    redirect_uri = f"{scheme}://localhost:{port}/authorize-discord"
+    if redirect_uri not in sandbox.options.redirect_uris:
+        sandbox.options.redirect_uris.append(redirect_uri)
+    return parse_settings(
+        {
+            "DISCORD_CLIENT_ID": str(sandbox.client_id),
+            "DISCORD_CLIENT_SECRET": sandbox.client_secret,
+            "DISCORD_BOT_TOKEN": sandbox.bot_token,
+            "DISCORD_BASE_URL": sandbox.base_url,
+            "DISCORD_REDIRECT_URI": redirect_uri,
+            "DATABASE_URL": f"sqlite:///{data_dir / 'guildlink.db'}",
+            "DATA_DIR": str(data_dir),
+            "API_TOKEN": "test-api-token-" + "x" * 32,
+            **env,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def started(settings: Settings, *, ready: bool = True, cooldown: float = 30.0) -> AsyncIterator[Running]:
+    """guildlink running; with `ready`, its gateway session is READY before the test goes on."""
+    async with run_guildlink(settings, member_list_cooldown=cooldown) as running:
+        if ready:
+            await eventually(lambda: _ready(running), timeout=15)
+        yield running
+
+
+async def _ready(running: Running) -> bool:
+    if running.bot_task.done():
+        running.bot_task.result()
+    return running.bot.is_ready()
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 5.0, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail with the last value after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Browser:
+    """An HTTP client with a cookie jar, following the flow one redirect at a time."""
+
+    session: aiohttp.ClientSession
+    sandbox: Sandbox
+    web_url: str
+
+    async def start_link(self, path: str = "/link") -> dict[str, str]:
+        """GET /link; return the consent page's query parameters."""
+        async with self.session.get(self.web_url + path, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            location = response.headers["Location"]
+        assert location.startswith(self.sandbox.base_url + "/oauth2/authorize?")
+        return dict(parse_qsl(urlsplit(location).query))
+
+    async def callback(self, location: str) -> tuple[int, str]:
+        """Follow Discord's redirect to our callback; return status and page."""
+        async with self.session.get(location, allow_redirects=False) as response:
+            return response.status, await response.text()
+
+    async def link_guild(self, guild_id: int) -> tuple[int, str]:
+        consent = await self.start_link()
+        return await self.callback(self.sandbox.authorize(consent, guild_id))
+
+
+@contextlib.asynccontextmanager
+async def browser(
+    sandbox: Sandbox, running: Running, *, jar: aiohttp.CookieJar | None = None
+) -> AsyncIterator[Browser]:
+    """A browser; pass the same `jar` to be the same browser across restarts."""
+    # unsafe=True: the jar must keep cookies for localhost too.
+    jar = jar or aiohttp.CookieJar(unsafe=True)
+    connector = aiohttp.TCPConnector(ssl=False)
+    async with aiohttp.ClientSession(cookie_jar=jar, connector=connector, connector_owner=True) as session:
+        yield Browser(session, sandbox, running.web_url)
+
+
+def token_requests(sandbox: Sandbox) -> int:
+    return sum(1 for r in sandbox.requests if r.method == "POST" and r.path.endswith("/oauth2/token"))
