@@ -17,7 +17,14 @@ from aiohttp import web
 
 from bot.client import GuildlinkBot
 from bot.member_sync import MEMBER_LIST_COOLDOWN
-from config import DEFAULT_REDIRECT_URI, Settings, SettingsError, parse_settings, read_environment
+from config import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIRECT_URI,
+    Settings,
+    SettingsError,
+    parse_settings,
+    read_environment,
+)
 from store import Store, open_store
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
@@ -146,9 +153,38 @@ async def serve_with_sandbox(env: dict[str, str], *, members: int, guilds: int) 
         return await serve(settings)
 
 
+async def print_status(database_url: str) -> int:
+    """The operator's view: linked guilds, sync state and member counts, without starting the bot."""
+    async with open_store(database_url) as store:
+        links = await store.list_links()
+        if not links:
+            print("No guild is linked yet.")
+            return 0
+        print(f"{'guild id':<20} {'active':<6} {'sync':<8} {'members':>9}  {'synced at':<25} name")
+        for link in links:
+            sync = await store.get_sync_state(link.guild_id)
+            members = await store.count_members(link.guild_id)
+            phase = sync.phase.value if sync else "pending"
+            synced_at = sync.synced_at.isoformat(timespec="seconds") if sync and sync.synced_at else "-"
+            print(
+                f"{link.guild_id:<20} {'yes' if link.active else 'no':<6} {phase:<8} {members:>9,}  {synced_at:<25} "
+                f"{link.guild_name}"
+            )
+            if sync and sync.error:
+                print(f"{'':<20} error: {sync.error}")
+    return 0
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="main.py", description="Link Discord servers and sync their members."
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "status"),
+        default="run",
+        help="run (default): web server and bot; status: linked guilds and their sync, from the database",
     )
     parser.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default: .env)")
     parser.add_argument(
@@ -164,6 +200,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     env = read_environment(args.env_file)
+    if args.command == "status":
+        return asyncio.run(print_status(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL))
     try:
         if args.sandbox:
             setup_logging((env.get("LOG_LEVEL") or "INFO").upper())

@@ -45,14 +45,14 @@ class EventLog:
         return record
 
     async def wait(
-        self, name: str, predicate: Callable[..., bool] = lambda *a: True, *, timeout: float = 10.0
+        self, name: str, predicate: Callable[..., bool] = lambda *a: True, *, within: float = 10.0
     ) -> tuple[Any, ...]:
         """The first recorded `name` event whose arguments satisfy the predicate."""
 
         def find() -> tuple[Any, ...] | None:
             return next((args for args in self.events[name] if predicate(*args)), None)
 
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: find() is not None)
         found = find()
         assert found is not None
@@ -71,7 +71,7 @@ def raw_dispatches(client_events: EventLog, event: str) -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def running(
-    client: discord.Client, sandbox: Sandbox, *, timeout: float = 30.0
+    client: discord.Client, sandbox: Sandbox, *, within: float = 30.0
 ) -> AsyncIterator[discord.Client]:
     """Run `client.start` against the sandbox until READY; close it afterwards."""
     ready = asyncio.Event()
@@ -83,7 +83,7 @@ async def running(
     task = asyncio.create_task(client.start(sandbox.bot_token))
     waiter = asyncio.create_task(ready.wait())
     try:
-        done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, waiter}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
             raise AssertionError("client.start returned before READY")

@@ -71,3 +71,160 @@ async def test_ten_thousand_members_arrive_through_chunking(
     requests = [c for c in sandbox.gateway_commands if c.op == 8]
     assert len(requests) == 1
     assert requests[0].data["guild_id"] == guild_id  # discord.py sends an int; the sandbox accepts it
+
+
+async def test_member_add_update_remove_reach_discord_py(sandbox: Sandbox, point_discord_py: Point) -> None:
+    point_discord_py(sandbox)
+    guild_id = sandbox.managed_guilds()[0].id
+    sandbox.add_bot(guild_id)
+    client = make_client()
+    log = EventLog(client, "member_join", "member_update", "raw_member_remove")
+    async with running(client, sandbox):
+        uid = sandbox.add_member(guild_id, username="<b>newbie</b>")
+        (joined,) = await log.wait("member_join")
+        assert joined.id == uid
+        assert joined.name == "<b>newbie</b>"
+        assert joined.guild.id == guild_id
+
+        sandbox.update_member(guild_id, uid, nick="Renée 🎉")
+        before, after = await log.wait("member_update")
+        assert before.nick is None
+        assert after.nick == "Renée 🎉"
+
+        sandbox.remove_member(guild_id, uid)
+        (payload,) = await log.wait("raw_member_remove")
+        assert payload.user.id == uid
+        guild = client.get_guild(guild_id)
+        assert guild is not None
+        assert guild.get_member(uid) is None
+        assert guild.member_count == sandbox.guild(guild_id).member_count
+
+
+async def test_member_events_skip_sessions_without_members_intent(sandbox: Sandbox, point_discord_py: Point) -> None:
+    point_discord_py(sandbox)
+    guild_id = sandbox.managed_guilds()[0].id
+    sandbox.add_bot(guild_id)
+    client = make_client(members=False, enable_debug_events=True)
+    log = EventLog(client, "socket_raw_receive", "guild_join")
+    async with running(client, sandbox):
+        sandbox.add_member(guild_id)
+        # A join in another guild is a marker: once it arrives, the member event would have too.
+        sandbox.add_bot(sandbox.managed_guilds()[1].id)
+        await log.wait("guild_join")
+        assert raw_dispatches(log, "GUILD_MEMBER_ADD") == []
+
+
+async def test_dropped_socket_is_resumed_without_losing_events(sandbox: Sandbox, point_discord_py: Point) -> None:
+    point_discord_py(sandbox)
+    guild_id = sandbox.managed_guilds()[0].id
+    sandbox.add_bot(guild_id)
+    client = make_client()
+    log = EventLog(client, "member_join", "resumed")
+    async with running(client, sandbox):
+        mark = len(sandbox.gateway_commands)
+        sandbox.drop_gateway()
+        # Emitted while the client has no socket: must be replayed on RESUME.
+        missed = [sandbox.add_member(guild_id, username=f"missed{i}") for i in range(3)]
+        await log.wait("resumed", within=15)
+        resume = await sandbox.wait_for_gateway_command(6, since=mark)
+        assert client.ws is not None
+        assert resume.data["session_id"] == client.ws.session_id
+        for uid in missed:
+            await log.wait("member_join", lambda m, uid=uid: m.id == uid)
+        after = sandbox.add_member(guild_id, username="after")
+        await log.wait("member_join", lambda m: m.id == after)
+        assert [c.op for c in sandbox.gateway_commands[mark:]].count(2) == 0  # no fresh IDENTIFY
+    gateway_paths = [r.path for r in sandbox.requests if r.path.startswith("/gateway")]
+    assert gateway_paths == ["/gateway", "/gateway/resume"]  # discord.py resumed on resume_gateway_url
+
+
+async def test_reconnect_request_is_resumed(sandbox: Sandbox, point_discord_py: Point) -> None:
+    point_discord_py(sandbox)
+    client = make_client()
+    log = EventLog(client, "resumed")
+    async with running(client, sandbox):
+        mark = len(sandbox.gateway_commands)
+        await sandbox.send_reconnect()
+        await log.wait("resumed", within=15)
+        await sandbox.wait_for_gateway_command(6, since=mark)
+
+
+async def test_invalid_session_is_followed_by_a_fresh_identify(sandbox: Sandbox, point_discord_py: Point) -> None:
+    point_discord_py(sandbox)
+    guild_id = sandbox.managed_guilds()[0].id
+    sandbox.add_bot(guild_id)
+    client = make_client()
+    async with running(client, sandbox):
+        assert client.ws is not None
+        first_session = client.ws.session_id
+        mark = len(sandbox.gateway_commands)
+        await sandbox.send_invalid_session(resumable=False)
+        identify = await sandbox.wait_for_gateway_command(2, since=mark, timeout=15)
+        assert identify.data["token"] == sandbox.bot_token
+        for _ in range(200):
+            ws = client.ws
+            if ws is not None and ws.session_id not in (None, first_session):
+                break
+            await asyncio.sleep(0.02)
+        assert client.ws.session_id not in (None, first_session)
+        assert not [c for c in sandbox.gateway_commands[mark:] if c.op == 6]
+        assert client.get_guild(guild_id) is not None
+
+
+async def test_members_intent_switched_off_raises_privileged_intents_required(
+    make_sandbox: MakeSandbox, point_discord_py: Point
+) -> None:
+    sandbox = await make_sandbox(SandboxOptions(members_intent_enabled=False))
+    point_discord_py(sandbox)
+    client = make_client()
+    try:
+        with pytest.raises(discord.PrivilegedIntentsRequired):
+            await asyncio.wait_for(client.start(sandbox.bot_token), 15)
+    finally:
+        await client.close()
+    # Without the privileged intent the same application connects fine.
+    client = make_client(members=False)
+    async with running(client, sandbox):
+        assert client.user is not None
+
+
+async def test_second_whole_member_list_within_cooldown_is_rate_limited(
+    make_sandbox: MakeSandbox, point_discord_py: Point
+) -> None:
+    sandbox = await make_sandbox(SandboxOptions(members=1_500))
+    point_discord_py(sandbox)
+    guild_id = sandbox.managed_guilds()[0].id
+    sandbox.add_bot(guild_id)
+    client = make_client(enable_debug_events=True)
+    log = EventLog(client, "socket_raw_receive")
+    async with running(client, sandbox):
+        guild = client.get_guild(guild_id)
+        assert guild is not None
+        assert guild.chunked  # discord.py chunked it at start-up: that was the first whole-list request
+        assert client.ws is not None
+        await client.ws.request_chunks(guild_id, query="", limit=0, nonce="second")
+        limited: list[dict] = []
+        for _ in range(200):
+            limited = raw_dispatches(log, "RATE_LIMITED")
+            if limited:
+                break
+            await asyncio.sleep(0.02)
+        assert len(limited) == 1
+        data = limited[0]["d"]
+        assert data["opcode"] == 8
+        assert data["meta"] == {"guild_id": str(guild_id), "nonce": "second"}
+        assert 0 < data["retry_after"] <= 30
+        chunks = [m for m in raw_dispatches(log, "GUILD_MEMBERS_CHUNK") if m["d"].get("nonce") == "second"]
+        assert chunks == []
+
+        # Once the window has passed, the list is served again.
+        sandbox.options.member_list_cooldown = 0.0
+        await client.ws.request_chunks(guild_id, query="", limit=0, nonce="third")
+        served: list[dict] = []
+        for _ in range(200):
+            served = [m["d"] for m in raw_dispatches(log, "GUILD_MEMBERS_CHUNK") if m["d"].get("nonce") == "third"]
+            if len(served) == 2:
+                break
+            await asyncio.sleep(0.02)
+        shape = [(c["chunk_index"], c["chunk_count"], len(c["members"])) for c in served]
+        assert shape == [(0, 2, 1000), (1, 2, 501)]
