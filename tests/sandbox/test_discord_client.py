@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import discord
+import pytest
+
 from sandbox import Sandbox, SandboxOptions
 from tests.conftest import MakeSandbox
-from tests.sandbox.helpers import EventLog, intents, make_client, running
+from tests.sandbox.helpers import EventLog, intents, make_client, raw_dispatches, running
 
 Point = Callable[[Sandbox], None]
 
@@ -100,7 +103,9 @@ async def test_member_add_update_remove_reach_discord_py(sandbox: Sandbox, point
         assert guild.member_count == sandbox.guild(guild_id).member_count
 
 
-async def test_member_events_skip_sessions_without_members_intent(sandbox: Sandbox, point_discord_py: Point) -> None:
+async def test_member_events_skip_sessions_without_members_intent(
+    sandbox: Sandbox, point_discord_py: Point
+) -> None:
     point_discord_py(sandbox)
     guild_id = sandbox.managed_guilds()[0].id
     sandbox.add_bot(guild_id)
@@ -114,7 +119,9 @@ async def test_member_events_skip_sessions_without_members_intent(sandbox: Sandb
         assert raw_dispatches(log, "GUILD_MEMBER_ADD") == []
 
 
-async def test_dropped_socket_is_resumed_without_losing_events(sandbox: Sandbox, point_discord_py: Point) -> None:
+async def test_dropped_socket_is_resumed_without_losing_events(
+    sandbox: Sandbox, point_discord_py: Point
+) -> None:
     point_discord_py(sandbox)
     guild_id = sandbox.managed_guilds()[0].id
     sandbox.add_bot(guild_id)
@@ -149,7 +156,9 @@ async def test_reconnect_request_is_resumed(sandbox: Sandbox, point_discord_py: 
         await sandbox.wait_for_gateway_command(6, since=mark)
 
 
-async def test_invalid_session_is_followed_by_a_fresh_identify(sandbox: Sandbox, point_discord_py: Point) -> None:
+async def test_invalid_session_is_followed_by_a_fresh_identify(
+    sandbox: Sandbox, point_discord_py: Point
+) -> None:
     point_discord_py(sandbox)
     guild_id = sandbox.managed_guilds()[0].id
     sandbox.add_bot(guild_id)
@@ -222,7 +231,9 @@ async def test_second_whole_member_list_within_cooldown_is_rate_limited(
         await client.ws.request_chunks(guild_id, query="", limit=0, nonce="third")
         served: list[dict] = []
         for _ in range(200):
-            served = [m["d"] for m in raw_dispatches(log, "GUILD_MEMBERS_CHUNK") if m["d"].get("nonce") == "third"]
+            served = [
+                m["d"] for m in raw_dispatches(log, "GUILD_MEMBERS_CHUNK") if m["d"].get("nonce") == "third"
+            ]
             if len(served) == 2:
                 break
             await asyncio.sleep(0.02)
