@@ -176,7 +176,7 @@ class GuildlinkBot(discord.Client):
     # ChunkRequester, for MemberSync
 
     async def request_whole_list(self, guild_id: int, nonce: str) -> None:
-        if self.ws is None or not self.is_ready():
+        if self.ws is None or self.is_closed():
             raise ConnectionError("no gateway session")
         await self.ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
 

@@ -48,7 +48,9 @@ def settings_for(sandbox: Sandbox, data_dir: Path, *, port: int, https: bool = F
 
 
 @contextlib.asynccontextmanager
-async def started(settings: Settings, *, ready: bool = True, cooldown: float = 30.0) -> AsyncIterator[Running]:
+async def started(
+    settings: Settings, *, ready: bool = True, cooldown: float = 30.0
+) -> AsyncIterator[Running]:
     """guildlink running; with `ready`, its gateway session is READY before the test goes on."""
     async with run_guildlink(settings, member_list_cooldown=cooldown) as running:
         if ready:
@@ -106,7 +108,8 @@ async def browser(
 ) -> AsyncIterator[Browser]:
     """A browser; pass the same `jar` to be the same browser across restarts."""
     # unsafe=True: the jar must keep cookies for localhost too.
-    jar = jar or aiohttp.CookieJar(unsafe=True)
+    if jar is None:
+        jar = aiohttp.CookieJar(unsafe=True)
     connector = aiohttp.TCPConnector(ssl=False)
     async with aiohttp.ClientSession(cookie_jar=jar, connector=connector, connector_owner=True) as session:
         yield Browser(session, sandbox, running.web_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import NoReturn
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -41,7 +42,7 @@ async def index(request: web.Request) -> web.Response:
     return request.app[PAGES].render("index.html")
 
 
-async def redirect_to_consent(request: web.Request, *, ref: str | None, guild_id: int | None) -> web.Response:
+async def redirect_to_consent(request: web.Request, *, ref: str | None, guild_id: int | None) -> NoReturn:
     """Issue a state bound to this browser (cookie) and send the browser to Discord's consent page."""
     settings = request.app[SETTINGS]
     browser_id = request.cookies.get(BROWSER_COOKIE)
@@ -59,7 +60,7 @@ async def redirect_to_consent(request: web.Request, *, ref: str | None, guild_id
         secure=settings.serves_https,
     )
     log.info("link.consent_started guild_hint=%s ref=%s", guild_id, ref is not None)
-    return response
+    raise response
 
 
 @routes.get("/link")
@@ -72,7 +73,7 @@ async def link(request: web.Request) -> web.Response:
             "guild_id must be a Discord server id (digits only).",
             offer_fresh_link=True,
         )
-    return await redirect_to_consent(request, ref=None, guild_id=int(raw_guild) if raw_guild else None)
+    await redirect_to_consent(request, ref=None, guild_id=int(raw_guild) if raw_guild else None)
 
 
 @routes.get("/start/{invite}")
@@ -85,7 +86,7 @@ async def start_invite(request: web.Request) -> web.Response:
             "This link is no longer valid",
             "It was already used or has expired. Ask for a new one where you got it.",
         )
-    return await redirect_to_consent(request, ref=invite.ref, guild_id=None)
+    await redirect_to_consent(request, ref=invite.ref, guild_id=None)
 
 
 @routes.get("/progress/{token}")
