@@ -54,7 +54,7 @@ async def started(
     """guildlink running; with `ready`, its gateway session is READY before the test goes on."""
     async with run_guildlink(settings, member_list_cooldown=cooldown) as running:
         if ready:
-            await eventually(lambda: _ready(running), timeout=15)
+            await eventually(lambda: _ready(running), within=15)
         yield running
 
 
@@ -64,15 +64,15 @@ async def _ready(running: Running) -> bool:
     return running.bot.is_ready()
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 5.0, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy; fail with the last value after `timeout`."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 5.0, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail with the last value after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await check()
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+            raise AssertionError(f"condition not met within {within}s (last value: {value!r})")
         await asyncio.sleep(interval)
 
 

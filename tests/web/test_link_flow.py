@@ -32,7 +32,7 @@ async def test_whole_flow_stores_the_link_and_the_bot_holds_the_guild(make_sandb
         assert link is not None and link.active and link.linked_by_id == sandbox.user_id
         assert link.guild_name == guild.name
         assert "is reading its members" in page
-        await eventually(lambda: _holds(running, guild.id), timeout=10)
+        await eventually(lambda: _holds(running, guild.id), within=10)
         assert len(await running.store.list_links()) == 1
 
 
@@ -202,10 +202,10 @@ async def test_guild_create_before_the_callback_still_syncs_once(make_sandbox, t
     ):
         location = sandbox.authorize(await b.start_link(), guild.id)
         # Without the code grant the bot joined on Authorize: discord.py holds the guild before our callback.
-        await eventually(lambda: _holds(running, guild.id), timeout=10)
+        await eventually(lambda: _holds(running, guild.id), within=10)
         assert await running.store.get_link(guild.id) is None
         assert (await b.callback(location))[0] == 200
-        await eventually(lambda: _synced(running, guild.id), timeout=15)
+        await eventually(lambda: _synced(running, guild.id), within=15)
         assert _whole_list_requests(sandbox, guild.id) == 1
 
 
@@ -217,7 +217,7 @@ async def test_guild_create_after_the_callback_syncs_once(make_sandbox, tmp_path
         browser(sandbox, running) as b,
     ):
         assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: _synced(running, guild.id), timeout=15)
+        await eventually(lambda: _synced(running, guild.id), within=15)
         assert _whole_list_requests(sandbox, guild.id) == 1
 
 
