@@ -1,0 +1,109 @@
+"""`python -m sandbox` as a process: the JSON first line, the HTTP controls, and a 100k-member chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+import yarl
+
+from tests.sandbox.helpers import make_client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def cli() -> AsyncIterator[tuple[dict[str, Any], float]]:
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sandbox",
+        "--members",
+        "100000",
+        "--port",
+        "0",
+        "--redirect-uri",
+        "https://localhost:8080/authorize-discord",
+        "--redirect-uri",
+        "http://127.0.0.1:9999/cb",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        elapsed = time.perf_counter() - started
+        yield json.loads(first), elapsed
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0
+
+
+async def test_cli_serves_a_100k_member_guild_to_discord_py(
+    cli: tuple[dict[str, Any], float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info, startup = cli
+    print(f"\npython -m sandbox --members 100000: first line after {startup:.2f}s")
+    assert set(info) == {"base_url", "client_id", "client_secret", "bot_token", "redirect_uris", "guilds"}
+    assert info["redirect_uris"] == ["https://localhost:8080/authorize-discord", "http://127.0.0.1:9999/cb"]
+    assert len(info["guilds"]) == 3
+    assert all(isinstance(g["id"], str) and g["member_count"] == 100_000 for g in info["guilds"])
+    base = info["base_url"]
+    guild_id = info["guilds"][0]["id"]
+    async with aiohttp.ClientSession() as http:
+        query = {
+            "client_id": info["client_id"],
+            "response_type": "code",
+            "scope": "bot",
+            "redirect_uri": "http://127.0.0.1:9999/cb",
+            "state": "s",
+        }
+        async with http.post(f"{base}/_sandbox/authorize", json={**query, "guild_id": guild_id}) as resp:
+            assert resp.status == 200
+            location = (await resp.json())["location"]
+        assert location.startswith("http://127.0.0.1:9999/cb?code=")
+        async with http.post(f"{base}/_sandbox/authorize", json={**query, "deny": True}) as resp:
+            assert "error=access_denied" in (await resp.json())["location"]
+        async with http.post(
+            f"{base}/_sandbox/authorize", json={**query, "redirect_uri": "https://x/"}
+        ) as resp:
+            assert resp.status == 400
+            assert "redirect_uri" in (await resp.json())["error"]
+        async with http.put(f"{base}/_sandbox/guilds/{guild_id}/bot") as resp:
+            assert resp.status == 200
+        async with http.get(
+            f"{base}/api/v10/gateway/bot", headers={"Authorization": f"Bot {info['bot_token']}"}
+        ) as r:
+            gateway_url = (await r.json())["url"]
+
+        monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(gateway_url))
+        client = make_client(chunk_guilds_at_startup=False)
+        task = asyncio.create_task(client.start(info["bot_token"]))
+        try:
+            await asyncio.wait_for(client.wait_until_ready(), 30)
+            guild = client.get_guild(int(guild_id))
+            assert guild is not None
+            started = time.perf_counter()
+            members = await asyncio.wait_for(guild.chunk(), 90)
+            print(f"discord.py chunked {len(members)} members in {time.perf_counter() - started:.2f}s")
+        finally:
+            await client.close()
+            await asyncio.wait_for(task, 10)
+
+        async with http.get(f"{base}/_sandbox/guilds/{guild_id}/members") as resp:
+            expected = [int(m["user"]["id"]) for m in await resp.json()]
+    assert len(expected) == 100_001
+    assert sorted(m.id for m in members) == expected

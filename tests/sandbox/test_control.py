@@ -1,0 +1,104 @@
+"""The `/_sandbox/...` HTTP controls mirror the Python ones."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from itertools import islice
+
+import aiohttp
+import pytest
+
+from sandbox import Sandbox, SandboxOptions
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_state_and_settings(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{sandbox.base_url}/_sandbox/state") as resp:
+        state = await resp.json()
+    assert state["client_id"] == str(sandbox.client_id)
+    assert [g["id"] for g in state["guilds"]] == [str(g.id) for g in sandbox.managed_guilds()]
+    assert state["settings"]["requires_code_grant"] is True
+    body = {"requires_code_grant": False, "members_intent_enabled": False, "member_list_cooldown": 1.5}
+    async with http.patch(f"{sandbox.base_url}/_sandbox/settings", json=body) as resp:
+        assert (await resp.json())["settings"] == body
+    assert sandbox.options.requires_code_grant is False
+    assert sandbox.options.members_intent_enabled is False
+    assert sandbox.options.member_list_cooldown == 1.5
+
+
+async def test_member_and_bot_controls(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    gid = sandbox.managed_guilds()[0].id
+    base = f"{sandbox.base_url}/_sandbox/guilds/{gid}"
+    async with http.put(f"{base}/bot") as resp:
+        assert resp.status == 200
+    assert sandbox.bot_guild_ids() == {gid}
+    async with http.post(f"{base}/members", json={"username": "ctl", "bot": True}) as resp:
+        uid = int((await resp.json())["user_id"])
+    member = next(m for m in sandbox.members(gid) if m["user"]["id"] == str(uid))
+    assert (member["user"]["username"], member["user"]["bot"]) == ("ctl", True)
+    async with http.patch(f"{base}/members/{uid}", json={"nick": "Ctl ✨", "roles": []}) as resp:
+        assert resp.status == 200
+    member = next(m for m in sandbox.members(gid) if m["user"]["id"] == str(uid))
+    assert member["nick"] == "Ctl ✨"
+    async with http.patch(f"{base}/members/{uid}", json={"nick": None}) as resp:
+        assert resp.status == 200
+    member = next(m for m in sandbox.members(gid) if m["user"]["id"] == str(uid))
+    assert member["nick"] is None
+    async with http.get(f"{base}/members") as resp:
+        assert await resp.json() == sandbox.members(gid)
+    async with http.delete(f"{base}/members/{uid}") as resp:
+        assert resp.status == 200
+    assert str(uid) not in {m["user"]["id"] for m in sandbox.members(gid)}
+    async with http.delete(f"{base}/members/{uid}") as resp:
+        assert resp.status == 404
+    async with http.delete(f"{base}/bot") as resp:
+        assert resp.status == 200
+    assert sandbox.bot_guild_ids() == set()
+
+
+async def test_fault_injection_control(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    fault = {
+        "method": "POST",
+        "path": "/api/v10/oauth2/token",
+        "status": 500,
+        "body": {"error": "server_error"},
+    }
+    async with http.post(f"{sandbox.base_url}/_sandbox/fail", json=fault) as resp:
+        assert resp.status == 200
+    async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data={"grant_type": "x"}) as resp:
+        assert resp.status == 500
+        assert await resp.json() == {"error": "server_error"}
+    async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data={"grant_type": "x"}) as resp:
+        assert resp.status == 400  # used up: the real endpoint answers again
+
+
+async def test_world_is_deterministic_per_seed() -> None:
+    a, b = Sandbox(), Sandbox()
+    assert a.client_id == b.client_id
+    assert a.bot_token == b.bot_token
+    assert [g.id for g in a.managed_guilds()] == [g.id for g in b.managed_guilds()]
+    assert a.members(a.managed_guilds()[0].id) == b.members(b.managed_guilds()[0].id)
+    token_id, timestamp, mac = a.bot_token.split(".")
+    assert base64.urlsafe_b64decode(token_id + "=" * (-len(token_id) % 4)).decode() == str(a.client_id)
+    assert timestamp and mac
+
+
+async def test_huge_guild_is_cheap_to_create() -> None:
+    started = time.perf_counter()
+    sandbox = Sandbox(SandboxOptions(members=1_000_000, guilds=500))
+    assert time.perf_counter() - started < 2.0
+    guild = sandbox.managed_guilds()[0]
+    assert guild.member_count == 1_000_000
+    second = sandbox.world.guild(sandbox.managed_guilds()[1].id)
+    last = list(islice(second.iter_members(after=second._generated_id(999_990)), 100))
+    # 999,999 generated members (the signed-in user is the millionth): indices 999,991 to 999,998 follow.
+    assert len(last) == 8
+    names = {m.user.username for m in islice(second.iter_members(), 2000)}
+    assert len(names) == 2000
