@@ -81,10 +81,19 @@ async def run_guildlink(
                     yield Running(settings, store, bot, bot_task, web_url)
                 finally:
                     await bot.close()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.wait_for(asyncio.shield(bot_task), timeout=5)
+                    await _finish(bot_task)
         finally:
             await runner.cleanup()
+
+
+async def _finish(bot_task: asyncio.Task[None]) -> None:
+    """Wait briefly for the closed bot's task; its outcome was read already, or no longer matters."""
+    try:
+        await asyncio.wait_for(asyncio.shield(bot_task), timeout=5)
+    except (asyncio.CancelledError, TimeoutError):
+        bot_task.cancel()
+    except Exception as exc:
+        log.debug("guildlink.bot_task_ended_during_shutdown error=%s", type(exc).__name__)
 
 
 async def serve(settings: Settings) -> int:
