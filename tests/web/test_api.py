@@ -85,6 +85,7 @@ async def test_a_10000_member_guild_pages_through_exactly_the_sandbox_members(
         assert len(await all_members(b, guild.id, limit=999)) == len(sandbox.members(guild.id))
 
         status, body = await api(b, "GET", f"/api/guilds/{guild.id}")
+        assert status == 200
         check_against_openapi("/api/guilds/{guild_id}", "get", 200, body)
         assert body["sync"]["state"] == "synced" and body["member_count"] == len(sandbox.members(guild.id))
         assert body["linked_by"]["id"] == str(sandbox.user_id) and body["active"] is True
@@ -262,33 +263,31 @@ async def test_api_refuses_without_the_bearer_token(
     make_sandbox, tmp_path: Path, headers: dict[str, str], query: str
 ) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with started(settings_for(sandbox, tmp_path, port=free_port()), ready=False) as running:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{running.web_url}/api/guilds{query}", headers=headers) as response,
-        ):
-            assert response.status == 401
-            assert (await response.json())["error"] == "unauthorized"
+    settings = settings_for(sandbox, tmp_path, port=free_port())
+    async with started(settings, ready=False) as running, aiohttp.ClientSession() as session:
+        response = await session.get(f"{running.web_url}/api/guilds{query}", headers=headers)
+        assert response.status == 401
+        assert (await response.json())["error"] == "unauthorized"
 
 
 async def test_bad_parameters_are_named(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with started(settings_for(sandbox, tmp_path, port=free_port()), ready=False) as running:
-        async with browser(sandbox, running) as b:
-            for path, parameter in [
-                ("/api/guilds/1/members?limit=0", "limit"),
-                ("/api/guilds/1/members?limit=1001", "limit"),
-                ("/api/guilds/1/members?after=abc", "after"),
-                ("/api/guilds/notanid", "guild_id"),
-            ]:
-                status, body = await api(b, "GET", path)
-                assert (status, body["parameter"]) == (400, parameter), path
-            status, body = await api(b, "POST", "/api/links", data="not json")
-            assert status == 400 and body["parameter"] == "body"
-            status, body = await api(b, "POST", "/api/links", json={"ref": ""})
-            assert status == 400 and body["parameter"] == "ref"
-            status, body = await api(b, "GET", "/api/guilds/123")
-            assert status == 404
+    settings = settings_for(sandbox, tmp_path, port=free_port())
+    async with started(settings, ready=False) as running, browser(sandbox, running) as b:
+        for path, parameter in [
+            ("/api/guilds/1/members?limit=0", "limit"),
+            ("/api/guilds/1/members?limit=1001", "limit"),
+            ("/api/guilds/1/members?after=abc", "after"),
+            ("/api/guilds/notanid", "guild_id"),
+        ]:
+            status, body = await api(b, "GET", path)
+            assert (status, body["parameter"]) == (400, parameter), path
+        status, body = await api(b, "POST", "/api/links", data="not json")
+        assert status == 400 and body["parameter"] == "body"
+        status, body = await api(b, "POST", "/api/links", json={"ref": ""})
+        assert status == 400 and body["parameter"] == "ref"
+        status, body = await api(b, "GET", "/api/guilds/123")
+        assert status == 404
 
 
 async def test_api_without_a_token_configured_says_how_to_enable_it(make_sandbox, tmp_path: Path) -> None:
