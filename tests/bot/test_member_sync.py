@@ -1,0 +1,114 @@
+"""Member sync within Discord's rules: RATE_LIMITED noticed and retried, REST when the gateway fails."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.member_sync import MemberSync
+from main import EXIT_DISCORD_REFUSED, serve
+from sandbox import Sandbox, SandboxOptions
+from store import Member, SqliteStore, SyncPhase
+from tests.harness import browser, eventually, free_port, settings_for, started
+
+
+def whole_list_requests(sandbox: Sandbox, guild_id: int) -> int:
+    return sum(1 for c in sandbox.gateway_commands if c.op == 8 and int(c.data["guild_id"]) == guild_id)
+
+
+async def test_rate_limited_request_is_retried_after_retry_after(make_sandbox, tmp_path: Path) -> None:
+    # Our process forgot its last request (a restart, say) while Discord did not: RATE_LIMITED comes back.
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=1_500, member_list_cooldown=1.5))
+    guild = sandbox.managed_guilds()[0]
+    settings = settings_for(sandbox, tmp_path, port=free_port())
+    async with started(settings, cooldown=0.0) as running, browser(sandbox, running) as b:
+        assert (await b.link_guild(guild.id))[0] == 200
+
+        async def synced_count() -> int:
+            sync = await running.store.get_sync_state(guild.id)
+            return sync.members_stored if sync and sync.phase is SyncPhase.SYNCED else 0
+
+        await eventually(synced_count, within=20)
+        await running.store.remove_member(guild.id, int(sandbox.members(guild.id)[0]["user"]["id"]))
+        running.bot.member_sync.schedule(guild.id)
+        await running.bot.member_sync.wait_idle()
+
+        assert whole_list_requests(sandbox, guild.id) == 3  # first, refused, retried
+        assert await synced_count() == len(sandbox.members(guild.id))
+
+
+class SilentGateway:
+    """A gateway route whose requests are never answered; REST pages come from the sandbox for real."""
+
+    def __init__(self, session: aiohttp.ClientSession, sandbox: Sandbox) -> None:
+        self._session = session
+        self._sandbox = sandbox
+        self.requested = 0
+
+    async def request_whole_list(self, guild_id: int, nonce: str) -> None:
+        self.requested += 1
+
+    async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
+        url = f"{self._sandbox.base_url}/api/v10/guilds/{guild_id}/members"
+        headers = {"Authorization": f"Bot {self._sandbox.bot_token}"}
+        async with self._session.get(url, params={"limit": "1000", "after": str(after)}, headers=headers) as r:
+            assert r.status == 200
+            return await r.json()  # type: ignore[no-any-return]
+
+
+async def test_unanswered_gateway_request_falls_back_to_rest_pages(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=2_345))
+    guild = sandbox.managed_guilds()[0]
+    sandbox.add_bot(guild.id)
+    async with SqliteStore.open(tmp_path / "db.sqlite") as store, aiohttp.ClientSession() as session:
+        stale = Member(1, "left-long-ago", None, None, None, False, (), None)
+        await store.upsert_members(guild.id, [stale], datetime(2020, 1, 1, tzinfo=UTC))
+        gateway = SilentGateway(session, sandbox)
+        sync = MemberSync(store, gateway, chunk_timeout=0.3)
+
+        count = await sync.sync(guild.id)
+
+        assert gateway.requested == 1
+        assert count == len(sandbox.members(guild.id))
+        stored = [m.user_id for m in await store.list_members(guild.id, limit=1000)]
+        assert stored == [int(m["user"]["id"]) for m in sandbox.members(guild.id)][:1000]
+        state = await store.get_sync_state(guild.id)
+        assert state is not None and state.phase is SyncPhase.SYNCED and state.members_stored == count
+
+
+async def test_a_failed_sync_records_the_reason(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=10))
+    guild = sandbox.managed_guilds()[0]  # the bot is not in it: REST answers 403
+
+    async with SqliteStore.open(tmp_path / "db.sqlite") as store, aiohttp.ClientSession() as session:
+        gateway = SilentGateway(session, sandbox)
+        sync = MemberSync(store, gateway, chunk_timeout=0.1)
+        sync.schedule(guild.id)
+        await sync.wait_idle()
+        state = await store.get_sync_state(guild.id)
+    assert state is not None and state.phase is SyncPhase.FAILED and state.error
+
+
+async def test_refused_members_intent_exits_naming_the_portal_switch(
+    make_sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5, members_intent_enabled=False))
+    code = await serve(settings_for(sandbox, tmp_path, port=free_port()))
+    assert code == EXIT_DISCORD_REFUSED
+    assert "Server Members Intent" in capsys.readouterr().err
+
+
+async def test_refused_bot_token_exits_saying_so(make_sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    first = base64.urlsafe_b64encode(str(sandbox.client_id).encode()).decode().rstrip("=")
+    forged = f"{first}.AAAAAA.{'B' * 27}"
+    code = await serve(settings_for(sandbox, tmp_path, port=free_port(), DISCORD_BOT_TOKEN=forged))
+    captured = capsys.readouterr()
+    assert code == EXIT_DISCORD_REFUSED
+    assert "DISCORD_BOT_TOKEN" in captured.err and forged not in captured.err + captured.out
