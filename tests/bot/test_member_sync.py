@@ -112,3 +112,29 @@ async def test_refused_bot_token_exits_saying_so(make_sandbox, tmp_path: Path, c
     captured = capsys.readouterr()
     assert code == EXIT_DISCORD_REFUSED
     assert "DISCORD_BOT_TOKEN" in captured.err and forged not in captured.err + captured.out
+
+
+async def test_a_fresh_session_after_invalid_session_resyncs_and_reconciles(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=400, member_list_cooldown=0.2))
+    guild = sandbox.managed_guilds()[0]
+    async with started(settings_for(sandbox, tmp_path, port=free_port()), cooldown=0.2) as running:
+        async with browser(sandbox, running) as b:
+            assert (await b.link_guild(guild.id))[0] == 200
+        await eventually(lambda: _phase_is(running, guild.id, SyncPhase.SYNCED), within=20)
+        # A removal we never heard of (it happened in a gap RESUME could not cover).
+        ghost = Member(5, "ghost", None, None, None, False, (), None)
+        await running.store.upsert_members(guild.id, [ghost], datetime(2020, 1, 1, tzinfo=UTC))
+
+        await sandbox.send_invalid_session(resumable=False)
+
+        async def ghost_gone() -> bool:
+            ids = {m.user_id for m in await running.store.list_members(guild.id, limit=1000)}
+            return 5 not in ids and len(ids) == len(sandbox.members(guild.id))
+
+        await eventually(ghost_gone, within=20)
+        assert whole_list_requests(sandbox, guild.id) == 2
+
+
+async def _phase_is(running: Any, guild_id: int, phase: SyncPhase) -> bool:
+    sync = await running.store.get_sync_state(guild_id)
+    return sync is not None and sync.phase is phase
