@@ -142,7 +142,8 @@ class MemberSync:
             SyncState(guild_id, SyncPhase.SYNCING, member_count=member_count, updated_at=started)
         )
         stored = 0
-        progress = _Progress(guild_id, member_count)
+        link = await self._store.get_link(guild_id)
+        progress = _Progress(guild_id, link.guild_name if link else "?", member_count)
         try:
             try:
                 stored = await self._via_gateway(guild_id, started, progress)
@@ -237,17 +238,17 @@ class MemberSync:
     async def _write(
         self, guild_id: int, members: list[Member], started: datetime, progress: _Progress
     ) -> int:
-        written = await self._store.upsert_members(guild_id, members, datetime.now(UTC))
-        progress.add(written)
-        await self._store.save_sync_state(
-            SyncState(
-                guild_id,
-                SyncPhase.SYNCING,
-                members_stored=progress.stored,
-                member_count=progress.expected,
-                updated_at=datetime.now(UTC),
-            )
+        now = datetime.now(UTC)
+        state = SyncState(
+            guild_id,
+            SyncPhase.SYNCING,
+            members_stored=progress.stored + len(members),
+            member_count=progress.expected,
+            updated_at=now,
         )
+        # The chunk and the progress it makes commit together.
+        written = await self._store.upsert_members(guild_id, members, now, progress=state)
+        progress.add(written)
         return written
 
 
@@ -256,6 +257,7 @@ class _Progress:
     """Counts for the log line 'guild G: 45,000 / 120,000 members', at most every few seconds."""
 
     guild_id: int
+    guild_name: str
     expected: int | None
     stored: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -267,7 +269,13 @@ class _Progress:
         if now - self.last_logged >= 2.0:
             self.last_logged = now
             expected = f"{self.expected:,}" if self.expected is not None else "?"
-            log.info("sync.progress guild=%d members=%s/%s", self.guild_id, f"{self.stored:,}", expected)
+            log.info(
+                "sync.progress guild %d %r: %s / %s members",
+                self.guild_id,
+                self.guild_name,
+                f"{self.stored:,}",
+                expected,
+            )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

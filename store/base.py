@@ -34,8 +34,15 @@ class Store(Protocol):
         """Mark the link inactive and delete the guild's members; False if there is no link."""
 
     # Members
-    async def upsert_members(self, guild_id: int, members: Iterable[Member], seen_at: datetime) -> int:
-        """Write a batch of members in one transaction; return how many were written."""
+    async def upsert_members(
+        self,
+        guild_id: int,
+        members: Iterable[Member],
+        seen_at: datetime,
+        *,
+        progress: SyncState | None = None,
+    ) -> int:
+        """Write a batch of members (and the sync's `progress`) in one transaction; return how many."""
 
     async def remove_member(self, guild_id: int, user_id: int) -> None: ...
 

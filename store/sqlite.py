@@ -36,6 +36,7 @@ class SqliteStore:
         # aiosqlite shares one connection between coroutines, so transactions would interleave:
         # one lock around BEGIN IMMEDIATE ... COMMIT keeps each write whole.
         self._write_lock = asyncio.Lock()
+        self._durable = True
 
     @classmethod
     @asynccontextmanager
@@ -60,8 +61,13 @@ class SqliteStore:
             await writer.close()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time; `durable=False` for data a resync can rebuild (member chunks)."""
         async with self._write_lock:
+            if durable != self._durable:
+                # FULL fsyncs the WAL at every commit; NORMAL only at checkpoints (still crash-safe, WAL).
+                await self._writer.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
@@ -215,7 +221,14 @@ class SqliteStore:
 
     # Members
 
-    async def upsert_members(self, guild_id: int, members: Iterable[Member], seen_at: datetime) -> int:
+    async def upsert_members(
+        self,
+        guild_id: int,
+        members: Iterable[Member],
+        seen_at: datetime,
+        *,
+        progress: SyncState | None = None,
+    ) -> int:
         seen = _time(seen_at)
         rows = [
             (
@@ -232,7 +245,7 @@ class SqliteStore:
             )
             for m in members
         ]
-        async with self._transaction() as db:
+        async with self._transaction(durable=False) as db:
             await db.executemany(
                 "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles,"
                 " joined_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -242,6 +255,8 @@ class SqliteStore:
                 " last_seen = excluded.last_seen",
                 rows,
             )
+            if progress is not None:
+                await self._write_sync_state(db, progress)
         return len(rows)
 
     async def remove_member(self, guild_id: int, user_id: int) -> None:
@@ -283,22 +298,26 @@ class SqliteStore:
 
     async def save_sync_state(self, sync: SyncState) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET"
-                " phase = excluded.phase, members_stored = excluded.members_stored,"
-                " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
-                " error = excluded.error, updated_at = excluded.updated_at",
-                (
-                    sync.guild_id,
-                    sync.phase.value,
-                    sync.members_stored,
-                    sync.member_count,
-                    _time(sync.synced_at) if sync.synced_at else None,
-                    sync.error,
-                    _time(sync.updated_at or datetime.now(UTC)),
-                ),
-            )
+            await self._write_sync_state(db, sync)
+
+    @staticmethod
+    async def _write_sync_state(db: aiosqlite.Connection, sync: SyncState) -> None:
+        await db.execute(
+            "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET"
+            " phase = excluded.phase, members_stored = excluded.members_stored,"
+            " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
+            " error = excluded.error, updated_at = excluded.updated_at",
+            (
+                sync.guild_id,
+                sync.phase.value,
+                sync.members_stored,
+                sync.member_count,
+                _time(sync.synced_at) if sync.synced_at else None,
+                sync.error,
+                _time(sync.updated_at or datetime.now(UTC)),
+            ),
+        )
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None:
         rows = await self._fetchall(
