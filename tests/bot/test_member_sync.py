@@ -57,7 +57,9 @@ class SilentGateway:
     async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
         url = f"{self._sandbox.base_url}/api/v10/guilds/{guild_id}/members"
         headers = {"Authorization": f"Bot {self._sandbox.bot_token}"}
-        async with self._session.get(url, params={"limit": "1000", "after": str(after)}, headers=headers) as r:
+        async with self._session.get(
+            url, params={"limit": "1000", "after": str(after)}, headers=headers
+        ) as r:
             assert r.status == 200
             return await r.json()  # type: ignore[no-any-return]
 
@@ -104,7 +106,9 @@ async def test_refused_members_intent_exits_naming_the_portal_switch(
     assert "Server Members Intent" in capsys.readouterr().err
 
 
-async def test_refused_bot_token_exits_saying_so(make_sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_refused_bot_token_exits_saying_so(
+    make_sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
     first = base64.urlsafe_b64encode(str(sandbox.client_id).encode()).decode().rstrip("=")
     forged = f"{first}.AAAAAA.{'B' * 27}"
@@ -114,7 +118,9 @@ async def test_refused_bot_token_exits_saying_so(make_sandbox, tmp_path: Path, c
     assert "DISCORD_BOT_TOKEN" in captured.err and forged not in captured.err + captured.out
 
 
-async def test_a_fresh_session_after_invalid_session_resyncs_and_reconciles(make_sandbox, tmp_path: Path) -> None:
+async def test_a_fresh_session_after_invalid_session_resyncs_and_reconciles(
+    make_sandbox, tmp_path: Path
+) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=400, member_list_cooldown=0.2))
     guild = sandbox.managed_guilds()[0]
     async with started(settings_for(sandbox, tmp_path, port=free_port()), cooldown=0.2) as running:
