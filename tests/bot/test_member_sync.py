@@ -61,7 +61,7 @@ class SilentGateway:
             url, params={"limit": "1000", "after": str(after)}, headers=headers
         ) as r:
             assert r.status == 200
-            return await r.json()  # type: ignore[no-any-return]
+            return await r.json()
 
 
 async def test_unanswered_gateway_request_falls_back_to_rest_pages(make_sandbox, tmp_path: Path) -> None:
