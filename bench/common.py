@@ -1,0 +1,123 @@
+"""What every benchmark shares: its arguments, result tables, the sandbox as a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """`smoke`: the smallest sizes, to prove the scripts run; `full`: the 1,000,000-member guild too."""
+
+    smoke: bool = False
+    full: bool = False
+    results: Path = RESULTS
+    rounds: int = 2
+
+
+@dataclass
+class Table:
+    """One benchmark's figures, printed and appended to RESULTS.md as Markdown."""
+
+    title: str
+    columns: Sequence[str]
+    rows: list[Sequence[Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |"]
+        lines.append("|" + "---|" * len(self.columns))
+        lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in self.rows]
+        lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def machine() -> str:
+    return (
+        f"{platform.node() or 'host'}: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.platform(terse=True)}"
+    )
+
+
+def report(tables: Sequence[Table], args: BenchArgs, *, command: str) -> None:
+    """Print the tables and append them, with the date, machine and command, to the results file."""
+    text = "\n".join(table.markdown() for table in tables)
+    print(text, flush=True)
+    header = f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · `{command}`\n\n{machine()}\n\n"
+    with args.results.open("a", encoding="utf-8") as results:
+        results.write(header + text)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+@contextlib.asynccontextmanager
+async def sandbox_process(
+    *, members: int, guilds: int = 1, redirect_uris: Sequence[str] = (), extra: Sequence[str] = ()
+) -> AsyncIterator[dict[str, Any]]:
+    """`python -m sandbox` in its own process (its CPU is not ours); yields its first-line JSON."""
+    command = [sys.executable, "-m", "sandbox", "--members", str(members), "--guilds", str(guilds), *extra]
+    for uri in redirect_uris:
+        command += ["--redirect-uri", uri]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        if not line:
+            raise RuntimeError("python -m sandbox printed nothing")
+        yield json.loads(line)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def run_json_worker(*argv: str, limit_seconds: float = 900) -> dict[str, Any]:
+    """Run `python -m bench.<worker> ...` in a fresh process and return the JSON its last line prints."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=limit_seconds)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{stderr.decode()[-2000:]}")
+    return json.loads(stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
