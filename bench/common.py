@@ -120,4 +120,5 @@ async def run_json_worker(*argv: str, limit_seconds: float = 900) -> dict[str, A
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=limit_seconds)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{stderr.decode()[-2000:]}")
-    return json.loads(stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return result
