@@ -11,13 +11,14 @@ from store import Member
 def member_from_payload(data: Mapping[str, Any]) -> Member:
     """A Member from a guild member object (with its nested `user`)."""
     user = data["user"]
+    # Called for every member of every chunk: plain lookups, no generator.
     return Member(
-        user_id=int(user["id"]),
-        username=user["username"],
-        global_name=user.get("global_name"),
-        nick=data.get("nick"),
-        avatar=user.get("avatar"),
-        bot=bool(user.get("bot", False)),
-        roles=tuple(int(role) for role in data.get("roles", ())),
-        joined_at=data.get("joined_at"),
+        int(user["id"]),
+        user["username"],
+        user.get("global_name"),
+        data.get("nick"),
+        user.get("avatar"),
+        user.get("bot", False) is True,
+        tuple(map(int, data.get("roles", ()))),
+        data.get("joined_at"),
     )

@@ -37,7 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
         nick TEXT,
         avatar TEXT,
         bot INTEGER NOT NULL,
-        roles TEXT NOT NULL,
+        roles TEXT NOT NULL, -- role ids separated by spaces
         joined_at TEXT,
         last_seen TEXT NOT NULL,
         PRIMARY KEY (guild_id, user_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +34,12 @@ class PendingState:
     ref: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One member of a linked guild, as last seen on Discord."""
+class Member(NamedTuple):
+    """One member of a linked guild, as last seen on Discord.
+
+    A NamedTuple rather than a dataclass: a million of them pass through a sync, and a tuple is built
+    twice as fast.
+    """
 
     user_id: int
     username: str

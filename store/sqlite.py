@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +20,11 @@ log = logging.getLogger(__name__)
 
 def _time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
+
+
+def _roles_text(roles: tuple[int, ...]) -> str:
+    # Space-separated ids: several times cheaper to write than JSON, and this runs once per member.
+    return " ".join(map(str, roles))
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -62,7 +66,7 @@ class SqliteStore:
 
     @asynccontextmanager
     async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction at a time; `durable=False` for data a resync can rebuild (member chunks)."""
+        """One write transaction at a time; `durable=False` for what a resync rebuilds (members, sync states)."""
         async with self._write_lock:
             if durable != self._durable:
                 # FULL fsyncs the WAL at every commit; NORMAL only at checkpoints (still crash-safe, WAL).
@@ -238,8 +242,8 @@ class SqliteStore:
                 m.global_name,
                 m.nick,
                 m.avatar,
-                int(m.bot),
-                json.dumps(m.roles),
+                m.bot,
+                _roles_text(m.roles),
                 m.joined_at,
                 seen,
             )
@@ -260,11 +264,11 @@ class SqliteStore:
         return len(rows)
 
     async def remove_member(self, guild_id: int, user_id: int) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(durable=False) as db:
             await db.execute("DELETE FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
 
     async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
-        async with self._transaction() as db:
+        async with self._transaction(durable=False) as db:
             cursor = await db.execute(
                 "DELETE FROM members WHERE guild_id = ? AND last_seen < ?", (guild_id, _time(since))
             )
@@ -284,7 +288,7 @@ class SqliteStore:
                 nick=row[3],
                 avatar=row[4],
                 bot=bool(row[5]),
-                roles=tuple(json.loads(row[6])),
+                roles=tuple(map(int, row[6].split())),
                 joined_at=row[7],
             )
             for row in rows
@@ -297,7 +301,7 @@ class SqliteStore:
     # Sync state
 
     async def save_sync_state(self, sync: SyncState) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(durable=False) as db:
             await self._write_sync_state(db, sync)
 
     @staticmethod

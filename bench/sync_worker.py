@@ -1,0 +1,100 @@
+"""One member-sync run in a fresh process: ours (GuildlinkBot into SQLite) or bare discord.py's chunk."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bench.common import peak_rss_mb
+from bot.client import GuildlinkBot, bot_intents
+from bot.discord_endpoint import use_gateway_of, use_rest_base
+from config import parse_settings
+from store import Link, open_store
+
+
+async def bare(sandbox: dict[str, Any], guild_id: int) -> dict[str, Any]:
+    """discord.py alone: members intent, member cache off, `guild.chunk(cache=False)` and nothing else."""
+    use_rest_base(sandbox["base_url"])
+    result: dict[str, Any] = {}
+    client = discord.Client(
+        intents=bot_intents(),
+        member_cache_flags=discord.MemberCacheFlags.none(),
+        chunk_guilds_at_startup=False,
+    )
+
+    @client.event
+    async def on_ready() -> None:
+        guild = client.get_guild(guild_id)
+        assert guild is not None
+        started = time.perf_counter()
+        members = await guild.chunk(cache=False)
+        result.update(seconds=time.perf_counter() - started, members=len(members))
+        await client.close()
+
+    await client.login(sandbox["bot_token"])
+    await use_gateway_of(client.http)
+    async with client:
+        await client.connect()
+    return result
+
+
+async def ours(sandbox: dict[str, Any], guild_id: int, folder: Path) -> dict[str, Any]:
+    """GuildlinkBot: from the hand-off "guild G is linked" to the last member committed in SQLite."""
+    settings = parse_settings(
+        {
+            "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
+            "DISCORD_CLIENT_SECRET": sandbox["client_secret"],
+            "DISCORD_BOT_TOKEN": sandbox["bot_token"],
+            "DISCORD_BASE_URL": sandbox["base_url"],
+            "DISCORD_REDIRECT_URI": sandbox["redirect_uris"][0],
+            "DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
+        }
+    )
+    async with open_store(settings.database_url) as store:
+        bot = GuildlinkBot(settings, store)
+        async with bot:
+            task = asyncio.create_task(bot.start(settings.bot_token.reveal()))
+            while not bot.is_ready():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            # As the callback does: commit the link, then hand it over.
+            started = time.perf_counter()
+            link = await store.save_link(Link(guild_id, "bench", 1, "bench", ("bot",), 0, datetime.now(UTC)))
+            await bot.links.guild_linked(link)
+            await bot.member_sync.wait_idle()
+            seconds = time.perf_counter() - started
+            sync = await store.get_sync_state(guild_id)
+            members = await store.count_members(guild_id)
+            await bot.close()
+            await asyncio.gather(task, return_exceptions=True)
+    assert sync is not None and sync.phase.value == "synced", sync
+    return {"seconds": seconds, "members": members}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("ours", "bare"))
+    parser.add_argument("--sandbox", required=True, help="the sandbox's first-line JSON")
+    parser.add_argument("--guild", type=int, required=True)
+    args = parser.parse_args()
+    sandbox = json.loads(args.sandbox)
+    with tempfile.TemporaryDirectory() as folder:
+        if args.mode == "bare":
+            result = asyncio.run(bare(sandbox, args.guild))
+        else:
+            result = asyncio.run(ours(sandbox, args.guild, Path(folder)))
+    result |= {"mode": args.mode, "peak_rss_mb": peak_rss_mb()}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
