@@ -25,7 +25,7 @@ from config import (
     parse_settings,
     read_environment,
 )
-from store import Store, open_store
+from store import Store, open_store, sqlite_path
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
 from web.tls import server_ssl_context
@@ -164,6 +164,11 @@ async def serve_with_sandbox(env: dict[str, str], *, members: int, guilds: int) 
 
 async def print_status(database_url: str) -> int:
     """The operator's view: linked guilds, sync state and member counts, without starting the bot."""
+    if database_url.startswith("sqlite:///") and not sqlite_path(database_url).is_file():
+        print(
+            f"No database at {sqlite_path(database_url)}: no guild is linked yet (or DATABASE_URL points elsewhere)."
+        )
+        return 0
     async with open_store(database_url) as store:
         links = await store.list_links()
         if not links:

@@ -21,7 +21,7 @@ def _watch_console(page: Page) -> list[str]:
 
     def on_console(message: ConsoleMessage) -> None:
         where = message.location.get("url", "")
-        # Neither guildlink nor the sandbox serves a favicon; Chromium's automatic request for it is noise.
+        # The sandbox serves no favicon; Chromium's automatic request for it there is noise.
         if message.type == "error" and urlsplit(where).path != "/favicon.ico":
             problems.append(f"console: {message.text} at {where}")
 

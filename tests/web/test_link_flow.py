@@ -31,7 +31,7 @@ async def test_whole_flow_stores_the_link_and_the_bot_holds_the_guild(make_sandb
         link = await running.store.get_link(guild.id)
         assert link is not None and link.active and link.linked_by_id == sandbox.user_id
         assert link.guild_name == guild.name
-        assert "is reading its members" in page
+        assert "Reading members" in page and "/progress/" in page
         await eventually(lambda: _holds(running, guild.id), within=10)
         assert len(await running.store.list_links()) == 1
 
