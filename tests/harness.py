@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def settings_for(sandbox: Sandbox, data_dir: Path, *, port: int, https: bool = False, **env: str) -> Settings:
+def settings_for(
+    sandbox: Sandbox, data_dir: Path, *, port: int, https: bool = False, env: Mapping[str, str] | None = None
+) -> Settings:
     """Settings that point guildlink at `sandbox`, registering our redirect URI there."""
     scheme = "https" if https else "http"
     redirect_uri = f"{scheme}://localhost:{port}/authorize-discord"
@@ -42,7 +44,7 @@ def settings_for(sandbox: Sandbox, data_dir: Path, *, port: int, https: bool = F
             "DATABASE_URL": f"sqlite:///{data_dir / 'guildlink.db'}",
             "DATA_DIR": str(data_dir),
             "API_TOKEN": "test-api-token-" + "x" * 32,
-            **env,
+            **(env or {}),
         }
     )
 
@@ -117,3 +119,27 @@ async def browser(
 
 def token_requests(sandbox: Sandbox) -> int:
     return sum(1 for r in sandbox.requests if r.method == "POST" and r.path.endswith("/oauth2/token"))
+
+
+@dataclass
+class World:
+    """A sandbox, guildlink running against it, and one browser."""
+
+    sandbox: Sandbox
+    running: Running
+    browser: Browser
+
+
+@contextlib.asynccontextmanager
+async def world(
+    sandbox: Sandbox,
+    data_dir: Path,
+    *,
+    ready: bool = True,
+    cooldown: float = 30.0,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[World]:
+    """guildlink started against `sandbox` (settings from `settings_for`), with a browser on it."""
+    settings = settings_for(sandbox, data_dir, port=free_port(), env=env)
+    async with started(settings, ready=ready, cooldown=cooldown) as running, browser(sandbox, running) as b:
+        yield World(sandbox, running, b)

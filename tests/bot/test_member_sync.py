@@ -112,7 +112,7 @@ async def test_refused_bot_token_exits_saying_so(
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
     first = base64.urlsafe_b64encode(str(sandbox.client_id).encode()).decode().rstrip("=")
     forged = f"{first}.AAAAAA.{'B' * 27}"
-    code = await serve(settings_for(sandbox, tmp_path, port=free_port(), DISCORD_BOT_TOKEN=forged))
+    code = await serve(settings_for(sandbox, tmp_path, port=free_port(), env={"DISCORD_BOT_TOKEN": forged}))
     captured = capsys.readouterr()
     assert code == EXIT_DISCORD_REFUSED
     assert "DISCORD_BOT_TOKEN" in captured.err and forged not in captured.err + captured.out

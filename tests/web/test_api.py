@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from main import Running
 from sandbox import Sandbox, SandboxOptions
-from tests.harness import Browser, browser, eventually, free_port, settings_for, started
+from tests.harness import Browser, browser, eventually, free_port, settings_for, started, world
 
 OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "web" / "openapi.json").read_text())
 API_TOKEN = "test-api-token-" + "x" * 32
@@ -73,11 +73,9 @@ async def test_a_10000_member_guild_pages_through_exactly_the_sandbox_members(
     make_sandbox, tmp_path: Path
 ) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=10_000))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: synced(running, guild.id), within=60)
 
@@ -93,11 +91,9 @@ async def test_a_10000_member_guild_pages_through_exactly_the_sandbox_members(
 
 async def test_member_add_update_remove_reach_the_api(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=300))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: synced(running, guild.id), within=20)
         existing = [m["user"]["id"] for m in sandbox.members(guild.id) if not m["user"].get("bot")]
@@ -145,11 +141,9 @@ async def test_members_removed_while_down_are_gone_after_restart(make_sandbox, t
 
 async def test_relinking_within_30_s_neither_hangs_nor_duplicates(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=2_500, member_list_cooldown=2.0))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port()), cooldown=2.0) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path, cooldown=2.0) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: synced(running, guild.id), within=20)
         first_sync = await running.store.get_sync_state(guild.id)
@@ -171,11 +165,9 @@ async def test_relinking_within_30_s_neither_hangs_nor_duplicates(make_sandbox, 
 
 async def test_kicked_bot_leaves_the_link_inactive_and_no_members(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=100))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: synced(running, guild.id), within=20)
         sandbox.kick_bot(guild.id)
@@ -192,11 +184,9 @@ async def test_kicked_bot_leaves_the_link_inactive_and_no_members(make_sandbox, 
 
 async def test_an_outage_keeps_the_members(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=100))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: synced(running, guild.id), within=20)
         sandbox.set_guild_unavailable(guild.id, True)
@@ -213,11 +203,9 @@ async def _unavailable(running: Running, guild_id: int) -> bool:
 
 async def test_unlink_makes_the_bot_leave(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=50))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: synced(running, guild.id), within=20)
         status, body = await api(b, "DELETE", f"/api/guilds/{guild.id}")
@@ -229,11 +217,9 @@ async def test_unlink_makes_the_bot_leave(make_sandbox, tmp_path: Path) -> None:
 
 async def test_one_time_link_carries_the_backend_ref(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=20))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         status, body = await api(b, "POST", "/api/links", json={"ref": "customer-77"})
         assert status == 201
         check_against_openapi("/api/links", "post", 201, body)
@@ -292,7 +278,7 @@ async def test_bad_parameters_are_named(make_sandbox, tmp_path: Path) -> None:
 
 async def test_api_without_a_token_configured_says_how_to_enable_it(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    settings = settings_for(sandbox, tmp_path, port=free_port(), API_TOKEN="")
+    settings = settings_for(sandbox, tmp_path, port=free_port(), env={"API_TOKEN": ""})
     async with started(settings, ready=False) as running, browser(sandbox, running) as b:
         status, body = await api(b, "GET", "/api/guilds")
         assert status == 503 and "API_TOKEN" in body["message"]

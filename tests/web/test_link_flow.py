@@ -10,17 +10,15 @@ import aiohttp
 
 from sandbox import Sandbox, SandboxOptions
 from store import PendingState
-from tests.harness import browser, eventually, free_port, settings_for, started, token_requests
+from tests.harness import browser, eventually, free_port, settings_for, started, token_requests, world
 from web.states import BROWSER_COOKIE, browser_hash
 
 
 async def test_whole_flow_stores_the_link_and_the_bot_holds_the_guild(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=2, members=20))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         consent = await b.start_link()
         assert consent["response_type"] == "code" and consent["prompt"] == "consent"
         assert consent["scope"] == "identify guilds bot" and consent["client_id"] == str(sandbox.client_id)
@@ -42,11 +40,9 @@ async def _holds(running, guild_id: int) -> bool:
 
 async def test_relinking_the_same_guild_updates_one_link(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         assert (await b.link_guild(guild.id))[0] == 200
         assert [link.guild_id for link in await running.store.list_links()] == [guild.id]
@@ -54,10 +50,8 @@ async def test_relinking_the_same_guild_updates_one_link(make_sandbox, tmp_path:
 
 async def test_unknown_state_is_refused_without_token_request(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
         status, page = await b.callback(
             f"{running.web_url}/authorize-discord?code=abc&state=forged&guild_id=1"
         )
@@ -67,11 +61,9 @@ async def test_unknown_state_is_refused_without_token_request(make_sandbox, tmp_
 
 async def test_reused_state_is_refused_without_a_second_token_request(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        b = w.browser
+        guild = sandbox.managed_guilds()[0]
         location = sandbox.authorize(await b.start_link(), guild.id)
         assert (await b.callback(location))[0] == 200
         status, page = await b.callback(location)
@@ -94,10 +86,8 @@ async def test_state_from_another_browser_is_refused(make_sandbox, tmp_path: Pat
 
 async def test_expired_state_is_refused(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
         browser_id = "b" * 43
         old = datetime.now(UTC) - timedelta(minutes=11)
         await running.store.add_pending_state(
@@ -114,10 +104,8 @@ async def test_expired_state_is_refused(make_sandbox, tmp_path: Path) -> None:
 
 async def test_cancel_shows_a_friendly_page_and_consumes_the_state(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        b = w.browser
         location = sandbox.authorize(await b.start_link(), deny=True)
         assert "error=access_denied" in location
         status, page = await b.callback(location)
@@ -128,11 +116,9 @@ async def test_cancel_shows_a_friendly_page_and_consumes_the_state(make_sandbox,
 
 async def test_expired_code_says_start_again(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         location = sandbox.authorize(await b.start_link(), guild.id)
         code = dict(parse_qsl(urlsplit(location).query))["code"]
         # Someone (or something) used the code first: Discord answers invalid_grant.
@@ -153,11 +139,9 @@ async def test_expired_code_says_start_again(make_sandbox, tmp_path: Path) -> No
 
 async def test_discord_5xx_and_429_are_retried_once(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=2, members=5))
-    first, second = sandbox.managed_guilds()[:2]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        b = w.browser
+        first, second = sandbox.managed_guilds()[:2]
         sandbox.fail_next("POST", "/api/v10/oauth2/token", status=502)
         assert (await b.link_guild(first.id))[0] == 200
         sandbox.fail_next("POST", "/api/v10/oauth2/token", status=429, retry_after=0.2)
@@ -167,11 +151,9 @@ async def test_discord_5xx_and_429_are_retried_once(make_sandbox, tmp_path: Path
 
 async def test_discord_down_twice_gives_a_retry_page_and_stores_nothing(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         sandbox.fail_next("POST", "/api/v10/oauth2/token", status=503, times=2)
         status, page = await b.link_guild(guild.id)
         assert status == 502 and "try again" in page.lower()
@@ -180,11 +162,9 @@ async def test_discord_down_twice_gives_a_retry_page_and_stores_nothing(make_san
 
 async def test_tampered_guild_id_is_refused_and_nothing_stored(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=2, members=5))
-    chosen, other = sandbox.managed_guilds()[:2]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        chosen, other = sandbox.managed_guilds()[:2]
         sandbox.tamper_redirect_guild_id(other.id)
         location = sandbox.authorize(await b.start_link(), chosen.id)
         assert f"guild_id={other.id}" in location
@@ -195,11 +175,9 @@ async def test_tampered_guild_id_is_refused_and_nothing_stored(make_sandbox, tmp
 
 async def test_guild_create_before_the_callback_still_syncs_once(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=30, requires_code_grant=False))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         location = sandbox.authorize(await b.start_link(), guild.id)
         # Without the code grant the bot joined on Authorize: discord.py holds the guild before our callback.
         await eventually(lambda: _holds(running, guild.id), within=10)
@@ -211,11 +189,9 @@ async def test_guild_create_before_the_callback_still_syncs_once(make_sandbox, t
 
 async def test_guild_create_after_the_callback_syncs_once(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=30, requires_code_grant=True))
-    guild = sandbox.managed_guilds()[0]
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = sandbox.managed_guilds()[0]
         assert (await b.link_guild(guild.id))[0] == 200
         await eventually(lambda: _synced(running, guild.id), within=15)
         assert _whole_list_requests(sandbox, guild.id) == 1
@@ -252,11 +228,9 @@ async def test_restart_keeps_links_and_pending_states(make_sandbox, tmp_path: Pa
 
 async def test_pages_carry_security_headers_and_escape_names(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=4, members=5))
-    guild = next(g for g in sandbox.managed_guilds() if "<" in g.name or '"' in g.name)
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
+        guild = next(g for g in sandbox.managed_guilds() if "<" in g.name or '"' in g.name)
         status, page = await b.link_guild(guild.id)
         assert status == 200
         assert guild.name not in page
@@ -270,10 +244,8 @@ async def test_pages_carry_security_headers_and_escape_names(make_sandbox, tmp_p
 
 async def test_link_with_a_guild_preselects_it(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
         consent = await b.start_link("/link?" + urlencode({"guild_id": "1234"}))
         assert consent["guild_id"] == "1234" and consent["disable_guild_select"] == "true"
         async with b.session.get(running.web_url + "/link?guild_id=abc", allow_redirects=False) as response:
@@ -282,10 +254,8 @@ async def test_link_with_a_guild_preselects_it(make_sandbox, tmp_path: Path) -> 
 
 async def test_readyz_reports_the_bot_and_database(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    async with (
-        started(settings_for(sandbox, tmp_path, port=free_port())) as running,
-        browser(sandbox, running) as b,
-    ):
+    async with world(sandbox, tmp_path) as w:
+        running, b = w.running, w.browser
         async with b.session.get(running.web_url + "/readyz") as response:
             body = await response.json()
             assert response.status == 200 and body["bot"]["state"] == "ready" and body["database"] == "ok"
