@@ -129,6 +129,17 @@ class World:
     running: Running
     browser: Browser
 
+    async def link_and_sync(self, guild_id: int, *, within: float = 20) -> None:
+        """Link the guild through the consent flow and wait until its members are synced."""
+        status, page = await self.browser.link_guild(guild_id)
+        assert status == 200, page
+        await eventually(lambda: is_synced(self.running, guild_id), within=within)
+
+
+async def is_synced(running: Running, guild_id: int) -> bool:
+    sync = await running.store.get_sync_state(guild_id)
+    return sync is not None and sync.phase.value == "synced"
+
 
 @contextlib.asynccontextmanager
 async def world(

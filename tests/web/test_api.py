@@ -64,20 +64,14 @@ def expected_members(sandbox: Sandbox, guild_id: int) -> list[dict[str, Any]]:
     ]
 
 
-async def synced(running: Running, guild_id: int) -> bool:
-    sync = await running.store.get_sync_state(guild_id)
-    return sync is not None and sync.phase.value == "synced"
-
-
 async def test_a_10000_member_guild_pages_through_exactly_the_sandbox_members(
     make_sandbox, tmp_path: Path
 ) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=10_000))
     async with world(sandbox, tmp_path) as w:
-        running, b = w.running, w.browser
+        b = w.browser
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=60)
+        await w.link_and_sync(guild.id, within=60)
 
         assert await all_members(b, guild.id) == expected_members(sandbox, guild.id)
         assert len(await all_members(b, guild.id, limit=999)) == len(sandbox.members(guild.id))
@@ -92,10 +86,9 @@ async def test_a_10000_member_guild_pages_through_exactly_the_sandbox_members(
 async def test_member_add_update_remove_reach_the_api(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=300))
     async with world(sandbox, tmp_path) as w:
-        running, b = w.running, w.browser
+        b = w.browser
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=20)
+        await w.link_and_sync(guild.id, within=20)
         existing = [m["user"]["id"] for m in sandbox.members(guild.id) if not m["user"].get("bot")]
 
         new_id = sandbox.add_member(guild.id, username="newcomer")
@@ -120,16 +113,16 @@ async def test_member_add_update_remove_reach_the_api(make_sandbox, tmp_path: Pa
 async def test_members_removed_while_down_are_gone_after_restart(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=200, member_list_cooldown=0.5))
     guild = sandbox.managed_guilds()[0]
-    settings = settings_for(sandbox, tmp_path, port=free_port())
-    async with started(settings, cooldown=0.5) as running, browser(sandbox, running) as b:
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=20)
+    async with world(sandbox, tmp_path, cooldown=0.5) as w:
+        await w.link_and_sync(guild.id, within=20)
     gone = [int(m["user"]["id"]) for m in sandbox.members(guild.id)[5:8]]
     for user_id in gone:
         sandbox.remove_member(guild.id, user_id)
     added = sandbox.add_member(guild.id, username="joined_while_down")
 
-    async with started(settings, cooldown=0.5) as running, browser(sandbox, running) as b:
+    # The same database, a new process.
+    async with world(sandbox, tmp_path, cooldown=0.5) as w:
+        running, b = w.running, w.browser
 
         async def reconciled() -> bool:
             ids = {m.user_id for m in await running.store.list_members(guild.id, limit=1000)}
@@ -144,8 +137,7 @@ async def test_relinking_within_30_s_neither_hangs_nor_duplicates(make_sandbox, 
     async with world(sandbox, tmp_path, cooldown=2.0) as w:
         running, b = w.running, w.browser
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=20)
+        await w.link_and_sync(guild.id, within=20)
         first_sync = await running.store.get_sync_state(guild.id)
         assert first_sync is not None
         assert (await b.link_guild(guild.id))[0] == 200
@@ -168,8 +160,7 @@ async def test_kicked_bot_leaves_the_link_inactive_and_no_members(make_sandbox, 
     async with world(sandbox, tmp_path) as w:
         running, b = w.running, w.browser
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=20)
+        await w.link_and_sync(guild.id, within=20)
         sandbox.kick_bot(guild.id)
 
         async def inactive() -> bool:
@@ -185,10 +176,9 @@ async def test_kicked_bot_leaves_the_link_inactive_and_no_members(make_sandbox, 
 async def test_an_outage_keeps_the_members(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=100))
     async with world(sandbox, tmp_path) as w:
-        running, b = w.running, w.browser
+        running = w.running
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=20)
+        await w.link_and_sync(guild.id, within=20)
         sandbox.set_guild_unavailable(guild.id, True)
         await eventually(lambda: _unavailable(running, guild.id), within=5)
         link = await running.store.get_link(guild.id)
@@ -206,8 +196,7 @@ async def test_unlink_makes_the_bot_leave(make_sandbox, tmp_path: Path) -> None:
     async with world(sandbox, tmp_path) as w:
         running, b = w.running, w.browser
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: synced(running, guild.id), within=20)
+        await w.link_and_sync(guild.id, within=20)
         status, body = await api(b, "DELETE", f"/api/guilds/{guild.id}")
         assert status == 200 and body["active"] is False
         check_against_openapi("/api/guilds/{guild_id}", "delete", 200, body)

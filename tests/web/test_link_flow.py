@@ -10,7 +10,16 @@ import aiohttp
 
 from sandbox import Sandbox, SandboxOptions
 from store import PendingState
-from tests.harness import browser, eventually, free_port, settings_for, started, token_requests, world
+from tests.harness import (
+    browser,
+    eventually,
+    free_port,
+    is_synced,
+    settings_for,
+    started,
+    token_requests,
+    world,
+)
 from web.states import BROWSER_COOKIE, browser_hash
 
 
@@ -183,23 +192,16 @@ async def test_guild_create_before_the_callback_still_syncs_once(make_sandbox, t
         await eventually(lambda: _holds(running, guild.id), within=10)
         assert await running.store.get_link(guild.id) is None
         assert (await b.callback(location))[0] == 200
-        await eventually(lambda: _synced(running, guild.id), within=15)
+        await eventually(lambda: is_synced(running, guild.id), within=15)
         assert _whole_list_requests(sandbox, guild.id) == 1
 
 
 async def test_guild_create_after_the_callback_syncs_once(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=30, requires_code_grant=True))
     async with world(sandbox, tmp_path) as w:
-        running, b = w.running, w.browser
         guild = sandbox.managed_guilds()[0]
-        assert (await b.link_guild(guild.id))[0] == 200
-        await eventually(lambda: _synced(running, guild.id), within=15)
+        await w.link_and_sync(guild.id, within=15)
         assert _whole_list_requests(sandbox, guild.id) == 1
-
-
-async def _synced(running, guild_id: int) -> bool:
-    sync = await running.store.get_sync_state(guild_id)
-    return sync is not None and sync.phase.value == "synced"
 
 
 def _whole_list_requests(sandbox: Sandbox, guild_id: int) -> int:

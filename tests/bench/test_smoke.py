@@ -1,0 +1,32 @@
+"""The benchmarks run end to end at their smallest sizes, so that they never rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_benchmark_runs_and_reports_a_table(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--results", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    text = results.read_text()
+    assert "`python -m bench --smoke" in text
+    for title in ("Member sync", "Storage", "Link flows", "Start-up"):
+        assert f"### {title}" in text, f"no {title} table in:\n{text}"
+    # Every table has at least one data row with figures in it.
+    tables = [block for block in text.split("### ")[1:]]
+    for table in tables:
+        rows = [
+            line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| members")
+        ]
+        assert len(rows) >= 2, table  # header + at least one row
