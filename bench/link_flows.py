@@ -291,9 +291,10 @@ def table(results: dict[tuple[str, int], Measured], chosen: Sizes) -> Table:
 
 def parse_args(argv: Sequence[str] | None = None) -> BenchArgs:
     parser = argparse.ArgumentParser(prog="python -m bench.link_flows", description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
-    parser.add_argument("--full", action="store_true", help="three times the flows, at least three rounds")
-    parser.add_argument("--rounds", type=int, default=BenchArgs.rounds)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
+    size.add_argument("--full", action="store_true", help="three times the flows, at least three rounds")
+    parser.add_argument("--rounds", type=int, default=BenchArgs.rounds, help="measurements of each side")
     parser.add_argument("--results", type=Path, default=BenchArgs.results, help="Markdown file to append to")
     ns = parser.parse_args(argv)
     return BenchArgs(smoke=ns.smoke, full=ns.full, results=ns.results, rounds=ns.rounds)
