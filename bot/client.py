@@ -108,14 +108,14 @@ class GuildlinkBot(discord.Client):
     async def setup_hook(self) -> None:
         await self.links.load()
         self.member_events.start()
-        await self._check_application()
+        await self.check_application()
 
     async def close(self) -> None:
         await self.member_sync.close()
         await self.member_events.close()
         await super().close()
 
-    async def _check_application(self) -> None:
+    async def check_application(self) -> None:
         """Warn about Developer Portal settings that would break or bypass the consent flow."""
         info = await self.application_info()
         if self.settings.redirect_uri not in info.redirect_uris:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.member_sync import MemberSync
-from store import Link, Store
+from store import Link, Store, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class LinkedGuilds:
         log.info("links.linked guild=%d held=%s", link.guild_id, self._holds_guild(link.guild_id))
         if self._holds_guild(link.guild_id):
             self._sync.schedule(link.guild_id)
+        elif not self._sync.is_syncing(link.guild_id):
+            # Until the gateway's GUILD_CREATE arrives.
+            await self._store.save_sync_state(SyncState(link.guild_id, SyncPhase.PENDING))
         await self._on_change()
 
     async def guild_unlinked(self, guild_id: int) -> None:
