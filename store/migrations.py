@@ -26,6 +26,7 @@ MIGRATIONS: tuple[str, ...] = (
         ref TEXT
     );
     CREATE INDEX pending_states_expires_at ON pending_states (expires_at);
+    CREATE INDEX pending_states_created_at ON pending_states (created_at);
     """,
     # 2: members and each guild's sync state
     """

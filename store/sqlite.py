@@ -64,14 +64,27 @@ class SqliteStore:
         finally:
             await writer.close()
 
+    async def _use_durability(self, durable: bool) -> None:
+        """FULL fsyncs the WAL at every commit; NORMAL only at checkpoints (a power cut may undo the last few)."""
+        if durable != self._durable:
+            await self._writer.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
+
+    @asynccontextmanager
+    async def _statement(
+        self, sql: str, params: Sequence[Any] = (), *, durable: bool
+    ) -> AsyncIterator[aiosqlite.Cursor]:
+        """One write statement, atomic on its own (autocommit): a single trip to the database thread."""
+        async with self._write_lock:
+            await self._use_durability(durable)
+            async with self._writer.execute(sql, params) as cursor:
+                yield cursor
+
     @asynccontextmanager
     async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction at a time; `durable=False` for what a resync rebuilds (members, sync states)."""
+        """Several write statements as one; `durable=False` for what a resync rebuilds (members, sync states)."""
         async with self._write_lock:
-            if durable != self._durable:
-                # FULL fsyncs the WAL at every commit; NORMAL only at checkpoints (still crash-safe, WAL).
-                await self._writer.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._durable = durable
+            await self._use_durability(durable)
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
@@ -108,39 +121,38 @@ class SqliteStore:
 
     # Pending OAuth2 states
 
+    # Pending OAuth2 states are not fsync'd: after a power cut the worst case is an admin clicking again,
+    # and a state that came back could not be used twice anyway (Discord's code is single use).
+
     async def add_pending_state(self, pending: PendingState, *, limit: int) -> int:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "DELETE FROM pending_states WHERE expires_at <= ?", (_time(datetime.now(UTC)),)
-            )
+        # Bounded: expired states go, then the oldest beyond `limit`, so a flood of /link costs at most `limit` rows.
+        async with self._statement(
+            "DELETE FROM pending_states WHERE expires_at <= ? OR state IN ("
+            " SELECT state FROM pending_states ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+            (_time(datetime.now(UTC)), max(limit - 1, 0)),
+            durable=False,
+        ) as cursor:
             dropped = cursor.rowcount
-            # Bounded: the oldest give way, so a flood of /link requests costs at most `limit` rows.
-            cursor = await db.execute(
-                "DELETE FROM pending_states WHERE state IN ("
-                " SELECT state FROM pending_states ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
-                (max(limit - 1, 0),),
-            )
-            dropped += cursor.rowcount
-            await db.execute(
-                "INSERT INTO pending_states (state, browser_hash, created_at, expires_at, ref) VALUES (?, ?, ?, ?, ?)",
-                (
-                    pending.state,
-                    pending.browser_hash,
-                    _time(pending.created_at),
-                    _time(pending.expires_at),
-                    pending.ref,
-                ),
-            )
+        async with self._statement(
+            "INSERT INTO pending_states (state, browser_hash, created_at, expires_at, ref) VALUES (?, ?, ?, ?, ?)",
+            (
+                pending.state,
+                pending.browser_hash,
+                _time(pending.created_at),
+                _time(pending.expires_at),
+                pending.ref,
+            ),
+            durable=False,
+        ):
+            pass
         return dropped
 
     async def take_pending_state(self, state: str) -> PendingState | None:
-        async with (
-            self._transaction() as db,
-            db.execute(
-                "DELETE FROM pending_states WHERE state = ? RETURNING browser_hash, created_at, expires_at, ref",
-                (state,),
-            ) as cursor,
-        ):
+        async with self._statement(
+            "DELETE FROM pending_states WHERE state = ? RETURNING browser_hash, created_at, expires_at, ref",
+            (state,),
+            durable=False,
+        ) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return None
@@ -159,28 +171,29 @@ class SqliteStore:
     # Links
 
     async def save_link(self, link: Link) -> Link:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
-                " linked_at, ref, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
-                " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
-                " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
-                " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
-                " ref = COALESCE(excluded.ref, links.ref), active = 1",
-                (
-                    link.guild_id,
-                    link.guild_name,
-                    link.linked_by_id,
-                    link.linked_by_username,
-                    " ".join(link.scopes),
-                    link.permissions,
-                    _time(link.linked_at),
-                    link.ref,
-                ),
-            )
-        saved = await self.get_link(link.guild_id)
-        assert saved is not None
-        return saved
+        # Durable: the success page promises the link is recorded.
+        async with self._statement(
+            "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
+            " linked_at, ref, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+            " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
+            " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
+            " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
+            f" ref = COALESCE(excluded.ref, links.ref), active = 1 RETURNING {self._LINK_COLUMNS}",
+            (
+                link.guild_id,
+                link.guild_name,
+                link.linked_by_id,
+                link.linked_by_username,
+                " ".join(link.scopes),
+                link.permissions,
+                _time(link.linked_at),
+                link.ref,
+            ),
+            durable=True,
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return self._link(row)
 
     _LINK_COLUMNS = (
         "guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref, active"
