@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from main import print_status
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import free_port, world
 
@@ -92,3 +93,18 @@ def test_main_sandbox_serves_the_flow_and_stops_cleanly_on_sigterm(tmp_path: Pat
     assert time.monotonic() - stopping < 5
     assert f"Open http://localhost:{port}/ in a browser" in stdout
     assert "guildlink.stopping" in stderr
+
+
+async def test_status_command_lists_linked_guilds_from_the_database(
+    make_sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=25))
+    guild = sandbox.managed_guilds()[0]
+    async with world(sandbox, tmp_path) as w:
+        await w.link_and_sync(guild.id)
+        database_url = w.running.settings.database_url
+    capsys.readouterr()
+    assert await print_status(database_url) == 0
+    output = capsys.readouterr().out
+    line = next(line for line in output.splitlines() if line.startswith(str(guild.id)))
+    assert "synced" in line and f"{len(sandbox.members(guild.id)):>9,}" in line and "yes" in line
