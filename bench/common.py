@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -10,7 +11,7 @@ import platform
 import resource
 import statistics
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,28 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def parse_bench_args(prog: str, argv: Sequence[str] | None = None) -> BenchArgs:
+    """The options every benchmark takes, alone or through `python -m bench`."""
+    parser = argparse.ArgumentParser(prog=prog)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="the smallest sizes: proves the scripts run")
+    size.add_argument("--full", action="store_true", help="the largest sizes (the 1,000,000-member guild)")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="Markdown file the tables are appended to"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=BenchArgs.rounds, help="runs of each side of a comparison"
+    )
+    ns = parser.parse_args(argv)
+    return BenchArgs(smoke=ns.smoke, full=ns.full, results=ns.results, rounds=ns.rounds)
+
+
+def run_standalone(main: Callable[[BenchArgs], Coroutine[Any, Any, list[Table]]], module: str) -> None:
+    """`python -m bench.<module> [options]`: run one benchmark, print and append its tables."""
+    args = parse_bench_args(f"python -m {module}")
+    report(asyncio.run(main(args)), args, command=" ".join(["python -m", module, *sys.argv[1:]]))
 
 
 def machine() -> str:

@@ -7,7 +7,6 @@ Four processes: the sandbox, guildlink's web app ("ours"), the bare handler, and
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,8 +26,8 @@ from bench.common import (
     Table,
     median,
     percentile,
-    report,
     run_json_worker,
+    run_standalone,
     sandbox_process,
 )
 from bench.link_load_worker import Plan
@@ -289,21 +288,5 @@ def table(results: dict[tuple[str, int], Measured], chosen: Sizes) -> Table:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> BenchArgs:
-    parser = argparse.ArgumentParser(prog="python -m bench.link_flows", description=__doc__)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
-    size.add_argument("--full", action="store_true", help="three times the flows, at least three rounds")
-    parser.add_argument("--rounds", type=int, default=BenchArgs.rounds, help="measurements of each side")
-    parser.add_argument("--results", type=Path, default=BenchArgs.results, help="Markdown file to append to")
-    ns = parser.parse_args(argv)
-    return BenchArgs(smoke=ns.smoke, full=ns.full, results=ns.results, rounds=ns.rounds)
-
-
 if __name__ == "__main__":
-    bench_args = parse_args()
-    report(
-        asyncio.run(main(bench_args)),
-        bench_args,
-        command="python -m bench.link_flows " + " ".join(sys.argv[1:]),
-    )
+    run_standalone(main, "bench.link_flows")

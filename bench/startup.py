@@ -6,7 +6,6 @@ of a database holding the 10 links, and is stopped with SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -15,7 +14,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import ROOT, BenchArgs, Table, median, report, sandbox_process
+from bench.common import ROOT, BenchArgs, Table, median, run_standalone, sandbox_process
 from bench.link_flows import environment, free_ports
 from store import Link, open_store
 
@@ -275,21 +273,5 @@ def table(ours: Launches, bare: Launches, warmups: int) -> Table:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> BenchArgs:
-    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--smoke", action="store_true", help="one launch of each")
-    size.add_argument("--full", action="store_true", help="at least nine launches of each")
-    parser.add_argument(
-        "--rounds", type=int, default=BenchArgs.rounds, help="launches of each, if above 5 (9)"
-    )
-    parser.add_argument("--results", type=Path, default=BenchArgs.results, help="Markdown file to append to")
-    ns = parser.parse_args(argv)
-    return BenchArgs(smoke=ns.smoke, full=ns.full, results=ns.results, rounds=ns.rounds)
-
-
 if __name__ == "__main__":
-    bench_args = parse_args()
-    report(
-        asyncio.run(main(bench_args)), bench_args, command="python -m bench.startup " + " ".join(sys.argv[1:])
-    )
+    run_standalone(main, "bench.startup")

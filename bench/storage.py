@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -12,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from bench.common import BenchArgs, Table, median, report
+from bench.common import BenchArgs, Table, median, run_standalone
 from bot.payloads import member_from_payload
 from store import SqliteStore, SyncPhase, SyncState
 from store.migrations import MIGRATIONS
@@ -124,7 +122,4 @@ async def main(args: BenchArgs) -> list[Table]:
 
 
 if __name__ == "__main__":
-    bench_args = BenchArgs(smoke="--smoke" in sys.argv, full="--full" in sys.argv)
-    report(
-        asyncio.run(main(bench_args)), bench_args, command="python -m bench.storage " + " ".join(sys.argv[1:])
-    )
+    run_standalone(main, "bench.storage")

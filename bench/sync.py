@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 import aiohttp
 
-from bench.common import BenchArgs, Table, median, report, run_json_worker, sandbox_process
+from bench.common import BenchArgs, Table, median, run_json_worker, run_standalone, sandbox_process
 
 
 def sizes(args: BenchArgs) -> list[int]:
@@ -82,7 +80,4 @@ async def main(args: BenchArgs) -> list[Table]:
 
 
 if __name__ == "__main__":
-    bench_args = BenchArgs(smoke="--smoke" in sys.argv, full="--full" in sys.argv)
-    report(
-        asyncio.run(main(bench_args)), bench_args, command="python -m bench.sync " + " ".join(sys.argv[1:])
-    )
+    run_standalone(main, "bench.sync")
