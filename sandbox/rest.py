@@ -126,6 +126,10 @@ class RestHandlers:
         return None
 
     def _guild_for_bot(self, request: web.Request) -> tuple[int, web.Response | None]:
+        """The path's guild id, or the error a bot token (401) or the guild (404, 403) earns."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return 0, unauthorized()
         try:
             guild_id = int(request.match_info["guild_id"])
         except ValueError:
@@ -176,9 +180,6 @@ class RestHandlers:
 
     async def leave_guild(self, request: web.Request) -> web.Response:
         """DELETE /users/@me/guilds/{id}: the bot leaves the guild."""
-        who = self._principal(request)
-        if who is None or not who.bot:
-            return unauthorized()
         guild_id, error = self._guild_for_bot(request)
         if error is not None:
             return error
@@ -224,9 +225,6 @@ class RestHandlers:
 
     async def get_guild(self, request: web.Request) -> web.Response:
         """GET /guilds/{id}."""
-        who = self._principal(request)
-        if who is None or not who.bot:
-            return unauthorized()
         guild_id, error = self._guild_for_bot(request)
         if error is not None:
             return error
@@ -236,9 +234,6 @@ class RestHandlers:
 
     async def list_members(self, request: web.Request) -> web.Response:
         """GET /guilds/{id}/members?limit=1..1000&after=: ordered by user id."""
-        who = self._principal(request)
-        if who is None or not who.bot:
-            return unauthorized()
         guild_id, error = self._guild_for_bot(request)
         if error is not None:
             return error
@@ -269,9 +264,6 @@ class RestHandlers:
 
     async def get_member(self, request: web.Request) -> web.Response:
         """GET /guilds/{id}/members/{user_id}."""
-        who = self._principal(request)
-        if who is None or not who.bot:
-            return unauthorized()
         guild_id, error = self._guild_for_bot(request)
         if error is not None:
             return error
