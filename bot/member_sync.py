@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,13 +62,11 @@ class MemberSync:
         *,
         cooldown: float = MEMBER_LIST_COOLDOWN,
         chunk_timeout: float = CHUNK_TIMEOUT,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._requester = requester
         self._cooldown = cooldown
         self._chunk_timeout = chunk_timeout
-        self._clock = clock
         self._requests: dict[str, _ChunkRequest] = {}
         self._last_request: dict[int, float] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -141,15 +139,14 @@ class MemberSync:
         await self._store.save_sync_state(
             SyncState(guild_id, SyncPhase.SYNCING, member_count=member_count, updated_at=started)
         )
-        stored = 0
         link = await self._store.get_link(guild_id)
         progress = _Progress(guild_id, link.guild_name if link else "?", member_count)
         try:
             try:
-                stored = await self._via_gateway(guild_id, started, progress)
+                await self._via_gateway(guild_id, progress)
             except (TimeoutError, GatewayRateLimitedError, ConnectionError) as exc:
                 log.warning("sync.gateway_failed guild=%d error=%s: using REST", guild_id, exc)
-                stored = await self._via_rest(guild_id, started, progress)
+                await self._via_rest(guild_id, progress)
             removed = await self._store.remove_members_not_seen_since(guild_id, started)
         except asyncio.CancelledError:
             raise
@@ -159,7 +156,7 @@ class MemberSync:
                 SyncState(
                     guild_id,
                     SyncPhase.FAILED,
-                    members_stored=stored,
+                    members_stored=progress.stored,
                     member_count=member_count,
                     error=_reason(exc),
                 )
@@ -187,57 +184,54 @@ class MemberSync:
     async def _wait_for_cooldown(self, guild_id: int) -> None:
         last = self._last_request.get(guild_id)
         if last is not None:
-            wait = last + self._cooldown - self._clock()
+            wait = last + self._cooldown - time.monotonic()
             if wait > 0:
                 log.info("sync.cooldown guild=%d wait=%.1f", guild_id, wait)
                 await asyncio.sleep(wait)
 
-    async def _via_gateway(self, guild_id: int, started: datetime, progress: _Progress) -> int:
+    async def _via_gateway(self, guild_id: int, progress: _Progress) -> None:
         for attempt in range(1, MAX_GATEWAY_ATTEMPTS + 1):
             await self._wait_for_cooldown(guild_id)
             request = _ChunkRequest(guild_id, secrets.token_hex(12))
             self._requests[request.nonce] = request
             try:
-                self._last_request[guild_id] = self._clock()
+                self._last_request[guild_id] = time.monotonic()
                 await self._requester.request_whole_list(guild_id, request.nonce)
-                stored = await self._drain(request, started, progress)
+                await self._drain(request, progress)
             finally:
                 del self._requests[request.nonce]
             if request.rate_limited is None:
-                return stored
+                return
             log.warning(
                 "sync.rate_limited guild=%d retry_after=%.1f attempt=%d",
                 guild_id,
                 request.rate_limited,
                 attempt,
             )
-            self._last_request[guild_id] = self._clock() + request.rate_limited - self._cooldown
+            # Discord's window, not ours, decides when the next request may go.
+            self._last_request[guild_id] = time.monotonic() + request.rate_limited - self._cooldown
         raise GatewayRateLimitedError(request.rate_limited or self._cooldown)
 
-    async def _drain(self, request: _ChunkRequest, started: datetime, progress: _Progress) -> int:
-        stored = 0
+    async def _drain(self, request: _ChunkRequest, progress: _Progress) -> None:
         while True:
             # Every wait is bounded: a request Discord never answers must not hang the sync.
             chunk = await asyncio.wait_for(request.chunks.get(), self._chunk_timeout)
             if chunk is None:
-                return stored
-            stored += await self._write(request.guild_id, chunk, started, progress)
+                return
+            await self._write(request.guild_id, chunk, progress)
 
-    async def _via_rest(self, guild_id: int, started: datetime, progress: _Progress) -> int:
-        stored, after = 0, 0
+    async def _via_rest(self, guild_id: int, progress: _Progress) -> None:
+        after = 0
         while True:
             page = await self._requester.fetch_member_page(guild_id, after)
-            if not page:
-                return stored
             members = [member_from_payload(m) for m in page]
-            stored += await self._write(guild_id, members, started, progress)
+            if members:
+                await self._write(guild_id, members, progress)
             if len(page) < REST_PAGE_SIZE:
-                return stored
+                return
             after = max(m.user_id for m in members)
 
-    async def _write(
-        self, guild_id: int, members: list[Member], started: datetime, progress: _Progress
-    ) -> int:
+    async def _write(self, guild_id: int, members: list[Member], progress: _Progress) -> None:
         now = datetime.now(UTC)
         state = SyncState(
             guild_id,
@@ -247,9 +241,7 @@ class MemberSync:
             updated_at=now,
         )
         # The chunk and the progress it makes commit together.
-        written = await self._store.upsert_members(guild_id, members, now, progress=state)
-        progress.add(written)
-        return written
+        progress.add(await self._store.upsert_members(guild_id, members, now, progress=state))
 
 
 @dataclass
