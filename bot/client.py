@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import discord
 
@@ -17,6 +17,8 @@ from handoff import BotStatus
 from store import Store
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 def bot_intents() -> discord.Intents:
@@ -71,17 +73,31 @@ class GuildlinkBot(discord.Client):
         """
         parsers: dict[str, Callable[[Any], None]] = self._connection.parsers
 
+        def guarded(ours: Callable[[Any], R]) -> Callable[[Any], R | None]:
+            # A payload we can't read must not take the gateway session down with it.
+            def handle(data: Any) -> R | None:
+                try:
+                    return ours(data)
+                except Exception:
+                    log.exception("bot.raw_event_failed handler=%s", getattr(ours, "__name__", ours))
+                    return None
+
+            return handle
+
         def chained(ours: Callable[[Any], None], theirs: Callable[[Any], None]) -> Callable[[Any], None]:
+            ours_guarded = guarded(ours)
+
             def handle(data: Any) -> None:
-                ours(data)
+                ours_guarded(data)
                 theirs(data)
 
             return handle
 
         original_chunk = parsers["GUILD_MEMBERS_CHUNK"]
+        take_chunk = guarded(self.member_sync.on_members_chunk)
 
         def members_chunk(data: Any) -> None:
-            if not self.member_sync.on_members_chunk(data):
+            if take_chunk(data) is False:
                 original_chunk(data)
 
         def member_removed(data: Mapping[str, Any]) -> None:
@@ -89,7 +105,7 @@ class GuildlinkBot(discord.Client):
             self.member_events.member_removed(data)
 
         parsers["GUILD_MEMBERS_CHUNK"] = members_chunk
-        parsers["RATE_LIMITED"] = self.member_sync.on_rate_limited
+        parsers["RATE_LIMITED"] = guarded(self.member_sync.on_rate_limited)
         parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_upserted, parsers["GUILD_MEMBER_ADD"])
         parsers["GUILD_MEMBER_UPDATE"] = chained(
             self.member_events.member_upserted, parsers["GUILD_MEMBER_UPDATE"]
