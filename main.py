@@ -43,8 +43,20 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # discord.py's DEBUG chatter includes whole gateway payloads; keep it at INFO even when we debug.
-    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    quiet_chatty_libraries(level)
+
+
+CHATTY_LIBRARIES = ("discord", "aiosqlite")
+
+
+def quiet_chatty_libraries(level: str) -> None:
+    """Keep discord.py and aiosqlite at INFO or above even when we debug.
+
+    At DEBUG they log whole gateway payloads and every SQL statement with its parameters: tokens,
+    OAuth2 states, members' data.
+    """
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
 @dataclass

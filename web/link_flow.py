@@ -144,7 +144,7 @@ async def _complete_link(request: web.Request, accepted: AcceptedState, code: st
     hint = request.query.get("guild_id")
     if hint is not None and _guild_hint(hint) != grant.guild_id:
         # The redirect's guild_id is only a hint; a mismatch means the URL was tampered with.
-        log.warning("link.guild_mismatch token_guild=%d redirect_guild=%s", grant.guild_id, hint[:24])
+        log.warning("link.guild_mismatch token_guild=%d redirect_guild=%r", grant.guild_id, hint[:24])
         return pages.error(
             400,
             "Server mismatch",
@@ -192,7 +192,7 @@ async def authorize_callback(request: web.Request) -> web.Response:
         return pages.error(400, "Please start again", STATE_MESSAGES[accepted], offer_fresh_link=True)
 
     if "error" in request.query:
-        log.info("link.consent_declined error=%s", request.query["error"][:64])
+        log.info("link.consent_declined error=%r", request.query["error"][:64])
         return pages.render("cancelled.html")
 
     code = request.query.get("code")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
+import pytest
 
+from main import quiet_chatty_libraries
 from sandbox import Sandbox, SandboxOptions
 from store import PendingState
 from tests.harness import (
@@ -267,3 +270,26 @@ async def test_readyz_reports_the_bot_and_database(make_sandbox, tmp_path: Path)
             assert response.status == 503 and body["bot"]["state"] == "closed"
         async with b.session.get(running.web_url + "/healthz") as response:
             assert response.status == 200
+
+
+async def test_no_secret_token_or_code_reaches_the_log(
+    make_sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    quiet_chatty_libraries("DEBUG")  # what main.py's setup_logging does with LOG_LEVEL=DEBUG
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=20))
+    guild = sandbox.managed_guilds()[0]
+    async with world(sandbox, tmp_path) as w:
+        consent = await w.browser.start_link()
+        location = sandbox.authorize(consent, guild.id)
+        assert (await w.browser.callback(location))[0] == 200
+        await eventually(lambda: is_synced(w.running, guild.id), within=15)
+        api_token = w.running.settings.api_token
+    code = dict(parse_qsl(urlsplit(location).query))["code"]
+    secrets = [sandbox.client_secret, sandbox.bot_token, code, consent["state"], *sandbox.oauth_state.access]
+    assert api_token is not None
+    secrets.append(api_token.reveal())
+    logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
+    assert "link.saved" in logged
+    for secret in secrets:
+        assert secret not in logged
