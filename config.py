@@ -189,10 +189,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         )
 
     database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
-    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+    if database_url.startswith(("postgresql://", "postgres://")):
         problems.append(
-            "DATABASE_URL must be sqlite:///path/to/file.db (relative) or sqlite:////absolute/path.db, "
-            "or postgresql://user:password@host/db."
+            "DATABASE_URL names PostgreSQL, which this version cannot use yet: use sqlite:///data/guildlink.db."
+        )
+    elif not database_url.startswith("sqlite:///") or database_url == "sqlite:///":
+        problems.append(
+            "DATABASE_URL must be sqlite:///path/to/file.db (relative) or sqlite:////absolute/path.db."
         )
 
     log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()

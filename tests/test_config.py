@@ -98,3 +98,9 @@ def test_main_exits_2_with_one_message_and_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "DISCORD_CLIENT_ID" in result.stderr and "DISCORD_BOT_TOKEN" in result.stderr
     assert "s3cret-value-never-shown" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@db/guildlink", "mysql://db", "sqlite:///"])
+def test_a_database_this_build_cannot_open_is_refused_at_start(url: str) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        parse_settings(valid_env(DATABASE_URL=url))
