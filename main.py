@@ -176,7 +176,13 @@ async def serve_with_sandbox(env: dict[str, str], *, members: int, guilds: int) 
 
 async def print_status(database_url: str) -> int:
     """The operator's view: linked guilds, sync state and member counts, without starting the bot."""
-    if database_url.startswith("sqlite:///") and not sqlite_path(database_url).is_file():
+    if not database_url.startswith("sqlite:///"):
+        print(
+            f"guildlink: DATABASE_URL must be a sqlite:/// URL for now, not {database_url.split(':')[0]}.",
+            file=sys.stderr,
+        )
+        return EXIT_SETTINGS
+    if not sqlite_path(database_url).is_file():
         print(
             f"No database at {sqlite_path(database_url)}: no guild is linked yet (or DATABASE_URL points elsewhere)."
         )
