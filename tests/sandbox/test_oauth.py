@@ -208,15 +208,20 @@ async def test_http_basic_client_authentication(sandbox: Sandbox, http: aiohttp.
     assert status == 200, body
 
 
-async def test_json_body_is_refused(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+def full_code_form(sandbox: Sandbox) -> dict[str, str]:
+    """A fresh code for the first managed guild, as a complete token request with client credentials."""
     params = redirect_params(sandbox.authorize(consent_query(sandbox), sandbox.managed_guilds()[0].id))
-    body = {
+    return {
         "grant_type": "authorization_code",
         "code": params["code"],
         "redirect_uri": REDIRECT,
         "client_id": str(sandbox.client_id),
         "client_secret": sandbox.client_secret,
     }
+
+
+async def test_json_body_is_refused(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    body = full_code_form(sandbox)
     async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", json=body) as resp:
         assert resp.status == 400
         assert resp.headers["Content-Type"] == "application/json"
@@ -274,14 +279,7 @@ async def test_revoke_ends_the_access_token(sandbox: Sandbox, http: aiohttp.Clie
 
 
 async def test_unversioned_token_endpoint(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
-    params = redirect_params(sandbox.authorize(consent_query(sandbox), sandbox.managed_guilds()[0].id))
-    form = {
-        "grant_type": "authorization_code",
-        "code": params["code"],
-        "redirect_uri": REDIRECT,
-        "client_id": str(sandbox.client_id),
-        "client_secret": sandbox.client_secret,
-    }
+    form = full_code_form(sandbox)
     async with http.post(f"{sandbox.base_url}/api/oauth2/token", data=form) as resp:
         assert resp.status == 200
 
