@@ -38,6 +38,21 @@ def validate(spec: dict[str, Any], body: Any, path: str, status: str = "200") ->
     jsonschema.Draft202012Validator(schema).validate(body)
 
 
+async def token_response(http: aiohttp.ClientSession, sandbox: Sandbox, code: str) -> dict[str, Any]:
+    """Exchange an authorization code at the token endpoint, as a client with its credentials would."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": str(sandbox.client_id),
+        "client_secret": sandbox.client_secret,
+    }
+    async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data=form) as resp:
+        assert resp.status == 200
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -70,15 +85,7 @@ async def user(http: aiohttp.ClientSession, sandbox: Sandbox) -> Api:
         "redirect_uri": REDIRECT,
     }
     code = sandbox.authorize(query).split("code=")[1].split("&")[0]
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "client_id": str(sandbox.client_id),
-        "client_secret": sandbox.client_secret,
-    }
-    async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data=form) as resp:
-        token = (await resp.json())["access_token"]
+    token = (await token_response(http, sandbox, code))["access_token"]
     return Api(http, sandbox, f"Bearer {token}")
 
 
@@ -252,15 +259,7 @@ async def test_token_response_guild_and_gateway_payloads_match_the_spec(
         "redirect_uri": REDIRECT,
     }
     code = sandbox.authorize(query, guild.id).split("code=")[1].split("&")[0]
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "client_id": str(sandbox.client_id),
-        "client_secret": sandbox.client_secret,
-    }
-    async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data=form) as resp:
-        body = await resp.json()
+    body = await token_response(http, sandbox, code)
     validate_component(spec, body["guild"], "GuildResponse")
     # The gateway is outside the spec, but its member and role objects are the REST ones.
     for member in sandbox.members(guild.id):
