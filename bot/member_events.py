@@ -48,9 +48,6 @@ class MemberEventWriter:
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
-    async def drained(self) -> None:
-        await self._queue.join()
-
     def member_upserted(self, data: Mapping[str, Any]) -> None:
         """GUILD_MEMBER_ADD or GUILD_MEMBER_UPDATE (which carries the whole member and user)."""
         guild_id = int(data["guild_id"])

@@ -46,7 +46,8 @@ class StateProblem(Enum):
 
 @dataclass(frozen=True, slots=True)
 class AcceptedState:
-    state: str
+    """A state that passed every check; `ref` is the backend's id for the customer, if any."""
+
     ref: str | None
 
 
@@ -85,4 +86,4 @@ class StateKeeper:
         presented = browser_hash(browser_id) if is_browser_id(browser_id) else b""
         if not hmac.compare_digest(presented, pending.browser_hash):
             return StateProblem.OTHER_BROWSER
-        return AcceptedState(state=state, ref=pending.ref)
+        return AcceptedState(ref=pending.ref)
