@@ -12,7 +12,10 @@ class GuildLinker(Protocol):
     """The bot's side of a link: told when a guild is linked or unlinked, whichever comes first."""
 
     async def guild_linked(self, link: Link) -> None:
-        """Guild `link.guild_id` is linked (the link is committed): read its members."""
+        """Guild `link.guild_id` is linked (the link is committed): read its members. Never waits on the gateway."""
+
+    async def guild_abandoned(self, guild_id: int) -> bool:
+        """Discord added the bot but no link was stored: leave the guild; False if leaving failed."""
 
     async def guild_unlinked(self, guild_id: int) -> None:
         """The backend unlinked the guild: leave it."""

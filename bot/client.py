@@ -9,9 +9,12 @@ from typing import Any, TypeVar
 import discord
 
 from bot.discord_endpoint import use_gateway_of, use_rest_base
+from bot.discord_internals import gateway_socket_open, parser_table, unanswered_heartbeat_seconds
+from bot.gateway_budget import GatewayBudget
 from bot.linking import LinkedGuilds
 from bot.member_events import MemberEventWriter
 from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
+from bot.presence import MergedPresence
 from config import Settings
 from handoff import BotStatus
 from store import Store
@@ -19,6 +22,9 @@ from store import Store
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+# Discord answers a heartbeat at once; one left unanswered this long means the session is not really there.
+HEARTBEAT_ACK_GRACE = 10.0
 
 
 def bot_intents() -> discord.Intents:
@@ -53,11 +59,14 @@ class GuildlinkBot(discord.Client):
         )
         self.settings = settings
         self.store = store
+        # One connection, one budget for the commands we send on it (op 8 and presence).
+        self.gateway_budget = GatewayBudget()
+        self.presence = MergedPresence(self._send_presence)
         self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown)
         self.links = LinkedGuilds(
             store,
             self.member_sync,
-            holds_guild=lambda guild_id: self.get_guild(guild_id) is not None,
+            member_count_of=self._member_count_of,
             leave_guild=self._leave_guild,
             on_change=self.update_presence,
         )
@@ -65,13 +74,8 @@ class GuildlinkBot(discord.Client):
         self._install_raw_handlers()
 
     def _install_raw_handlers(self) -> None:
-        """Route member dispatches to the store before discord.py's own parsers see them.
-
-        discord.py has no public hook for these: with its member cache off it builds a Member per chunk
-        entry only to throw it away, drops GUILD_MEMBER_UPDATE for members it doesn't hold, and ignores
-        RATE_LIMITED. Its parser table is where a raw dispatch can be taken as it arrives.
-        """
-        parsers: dict[str, Callable[[Any], None]] = self._connection.parsers
+        """Route member dispatches to the store before discord.py's own parsers see them."""
+        parsers = parser_table(self)
 
         def guarded(ours: Callable[[Any], R]) -> Callable[[Any], R | None]:
             # A payload we can't read must not take the gateway session down with it.
@@ -127,6 +131,7 @@ class GuildlinkBot(discord.Client):
         await self.check_application()
 
     async def close(self) -> None:
+        await self.presence.close()
         await self.member_sync.close()
         await self.member_events.close()
         await super().close()
@@ -156,7 +161,9 @@ class GuildlinkBot(discord.Client):
         assert self.user is not None
         log.info("bot.ready user=%d guilds=%d shard=%s", self.user.id, len(self.guilds), self.shard_id)
         await self.links.forget_missing({guild.id for guild in self.guilds}, self._on_this_shard)
-        await self.update_presence()
+        # A fresh session shows no activity until we send it again.
+        self.presence.forget_shown()
+        self.update_presence()
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         log.info("bot.guild_joined guild=%d members=%s", guild.id, guild.member_count)
@@ -176,22 +183,41 @@ class GuildlinkBot(discord.Client):
             return True
         return (guild_id >> 22) % self.shard_count == self.shard_id
 
-    async def _leave_guild(self, guild_id: int) -> None:
-        await self.http.leave_guild(guild_id)
+    def _member_count_of(self, guild_id: int) -> int | None:
+        guild = self.get_guild(guild_id)
+        return None if guild is None else (guild.member_count or 0)
 
-    async def update_presence(self) -> None:
-        """Online, "Watching N linked servers"."""
-        if not self.is_ready():
-            return
+    async def _leave_guild(self, guild_id: int) -> bool:
+        """Leave through REST (no gateway command); True once the bot is not in the guild."""
+        try:
+            await self.http.leave_guild(guild_id)
+        except discord.NotFound:
+            return True  # not there (never added, or gone already)
+        except (discord.HTTPException, OSError) as exc:
+            log.warning("bot.leave_failed guild=%d error=%s", guild_id, type(exc).__name__)
+            return False
+        log.info("bot.left guild=%d", guild_id)
+        return True
+
+    def update_presence(self) -> None:
+        """Online, "Watching N linked servers"; merged, so a burst of links costs one command."""
         count = len(self.links)
-        activity = discord.Activity(
-            type=discord.ActivityType.watching, name=f"{count} linked server{'s' if count != 1 else ''}"
-        )
+        self.presence.want(f"{count} linked server{'s' if count != 1 else ''}")
+
+    async def _send_presence(self, text: str) -> None:
+        if not self.is_ready() or self.ws is None:
+            return
+        await self.gateway_budget.acquire()
+        activity = discord.Activity(type=discord.ActivityType.watching, name=text)
         await self.change_presence(status=discord.Status.online, activity=activity)
 
     # ChunkRequester, for MemberSync
 
+    def gateway_wait(self, guild_id: int) -> float:
+        return self.gateway_budget.wait_estimate()
+
     async def request_whole_list(self, guild_id: int, nonce: str) -> None:
+        await self.gateway_budget.acquire()
         if self.ws is None or self.is_closed():
             raise ConnectionError("no gateway session")
         await self.ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
@@ -204,10 +230,14 @@ class GuildlinkBot(discord.Client):
     def bot_status(self) -> BotStatus:
         if self.is_closed():
             state = "closed"
-        elif self.is_ready():
-            state = "ready"
-        else:
+        elif not self.is_ready():
             state = "connecting"
+        elif not gateway_socket_open(self):
+            state = "reconnecting"
+        elif unanswered_heartbeat_seconds(self) > HEARTBEAT_ACK_GRACE:
+            state = "not answering heartbeats"
+        else:
+            state = "ready"
         latency = self.latency
         return BotStatus(
             ready=state == "ready",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.member_sync import MemberSync
-from store import Link, Store, SyncPhase, SyncState
+from store import Link, Store
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +22,14 @@ class LinkedGuilds:
         store: Store,
         member_sync: MemberSync,
         *,
-        holds_guild: Callable[[int], bool],
-        leave_guild: Callable[[int], Awaitable[None]],
-        on_change: Callable[[], Awaitable[None]],
+        member_count_of: Callable[[int], int | None],
+        leave_guild: Callable[[int], Awaitable[bool]],
+        on_change: Callable[[], None],
     ) -> None:
         self._store = store
         self._sync = member_sync
-        self._holds_guild = holds_guild
+        # None while the gateway session does not hold the guild.
+        self._member_count_of = member_count_of
         self._leave_guild = leave_guild
         self._on_change = on_change
         self._active: set[int] = set()
@@ -44,25 +45,31 @@ class LinkedGuilds:
         self._active = {link.guild_id for link in await self._store.list_links(active_only=True)}
         log.info("links.loaded active=%d", len(self._active))
 
-    # GuildLinker, called by the web side
+    # GuildLinker, called by the web side: none of these waits on the gateway.
 
     async def guild_linked(self, link: Link) -> None:
         self._active.add(link.guild_id)
-        log.info("links.linked guild=%d held=%s", link.guild_id, self._holds_guild(link.guild_id))
-        if self._holds_guild(link.guild_id):
-            self._sync.schedule(link.guild_id)
-        elif not self._sync.is_syncing(link.guild_id):
-            # Until the gateway's GUILD_CREATE arrives.
-            await self._store.save_sync_state(SyncState(link.guild_id, SyncPhase.PENDING))
-        await self._on_change()
+        member_count = self._member_count_of(link.guild_id)
+        log.info("links.linked guild=%d held=%s", link.guild_id, member_count is not None)
+        if member_count is not None:
+            self._sync.schedule(link.guild_id, member_count=member_count)
+        # Otherwise the gateway's GUILD_CREATE starts it; the store says 'pending' meanwhile.
+        self._on_change()
 
     async def guild_unlinked(self, guild_id: int) -> None:
         self._active.discard(guild_id)
+        # Inactive first: from this commit on the store refuses the sync's writes, then the sync is stopped.
         await self._store.deactivate_link(guild_id)
-        if self._holds_guild(guild_id):
+        await self._sync.cancel(guild_id)
+        if self._member_count_of(guild_id) is not None:
             await self._leave_guild(guild_id)
         log.info("links.unlinked guild=%d", guild_id)
-        await self._on_change()
+        self._on_change()
+
+    async def guild_abandoned(self, guild_id: int) -> bool:
+        if guild_id in self._active:
+            return True  # an existing link keeps the bot there
+        return await self._leave_guild(guild_id)
 
     # Gateway events, called by the client
 
@@ -78,8 +85,9 @@ class LinkedGuilds:
         if guild_id in self._active:
             self._active.discard(guild_id)
             await self._store.deactivate_link(guild_id)
+            await self._sync.cancel(guild_id)
             log.info("links.removed_from_guild guild=%d: link inactive, members deleted", guild_id)
-            await self._on_change()
+            self._on_change()
 
     async def forget_missing(self, held: set[int], on_this_shard: Callable[[int], bool]) -> None:
         """After READY: links to guilds this shard no longer holds were removed while we were away."""

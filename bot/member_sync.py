@@ -21,15 +21,28 @@ MEMBER_LIST_COOLDOWN = 30.0
 CHUNK_TIMEOUT = 20.0
 REST_PAGE_SIZE = 1000
 MAX_GATEWAY_ATTEMPTS = 3
+# When op 8 would wait this long for the connection's command budget (a burst of links), a guild small
+# enough to read in a few REST pages is read that way instead, so its sync starts within seconds.
+GATEWAY_WAIT_BEFORE_REST = 5.0
+REST_OVERFLOW_MAX_MEMBERS = 5 * REST_PAGE_SIZE
+# A failed sync (database full or read-only, Discord down) is retried with growing waits, for as long as
+# the link lasts: nothing is given up.
+RETRY_FIRST_WAIT = 5.0
+RETRY_MAX_WAIT = 300.0
+# Our op 8 nonces start with this, so a chunk of a cancelled request is known as ours and dropped.
+NONCE_PREFIX = "gl-"
 
 
-class MemberSyncError(Exception):
-    """A guild's member list could not be read by either route; the reason lands in its sync state."""
+class LinkGoneError(Exception):
+    """The guild's link became inactive while it was being synced: stop, keep nothing."""
 
 
 class ChunkRequester(Protocol):
+    def gateway_wait(self, guild_id: int) -> float:
+        """Roughly how long an op 8 for the guild would wait for its connection's command budget."""
+
     async def request_whole_list(self, guild_id: int, nonce: str) -> None:
-        """Send REQUEST_GUILD_MEMBERS (op 8) for every member of the guild."""
+        """Send REQUEST_GUILD_MEMBERS (op 8) for every member of the guild, within the command budget."""
 
     async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
         """`GET /guilds/{id}/members?limit=1000&after=` through the REST API."""
@@ -62,11 +75,13 @@ class MemberSync:
         *,
         cooldown: float = MEMBER_LIST_COOLDOWN,
         chunk_timeout: float = CHUNK_TIMEOUT,
+        retry_first_wait: float = RETRY_FIRST_WAIT,
     ) -> None:
         self._store = store
         self._requester = requester
         self._cooldown = cooldown
         self._chunk_timeout = chunk_timeout
+        self._retry_first_wait = retry_first_wait
         self._requests: dict[str, _ChunkRequest] = {}
         self._last_request: dict[int, float] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -77,9 +92,11 @@ class MemberSync:
 
     def on_members_chunk(self, data: Mapping[str, Any]) -> bool:
         """Take a GUILD_MEMBERS_CHUNK of ours; False if the chunk answers someone else's request."""
-        request = self._requests.get(str(data.get("nonce")))
+        nonce = str(data.get("nonce"))
+        request = self._requests.get(nonce)
         if request is None:
-            return False
+            # A chunk of a request we gave up (the guild was unlinked): drop it.
+            return nonce.startswith(NONCE_PREFIX)
         removed = self._removed.get(request.guild_id, set())
         members = [member_from_payload(m) for m in data.get("members", ())]
         request.chunks.put_nowait([m for m in members if m.user_id not in removed])
@@ -110,16 +127,48 @@ class MemberSync:
     def schedule(self, guild_id: int, *, member_count: int | None = None) -> None:
         """Sync the guild soon, unless a sync of it is already running (it reconciles everything)."""
         if guild_id not in self._running:
-            self._running[guild_id] = asyncio.create_task(self._run(guild_id, member_count))
+            self._running[guild_id] = asyncio.create_task(
+                self._run(guild_id, member_count), name=f"sync-{guild_id}"
+            )
+
+    async def cancel(self, guild_id: int) -> None:
+        """Stop the guild's running sync (it was unlinked); chunks still arriving are dropped."""
+        task = self._running.get(guild_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info("sync.cancelled guild=%d", guild_id)
 
     async def _run(self, guild_id: int, member_count: int | None) -> None:
+        """Sync until it succeeds or the link goes; each failure is recorded, then retried after a wait."""
+        wait = self._retry_first_wait
         try:
-            await self.sync(guild_id, member_count=member_count)
-        except MemberSyncError:
-            pass  # logged and recorded in the guild's sync state
+            while True:
+                try:
+                    await self.sync(guild_id, member_count=member_count)
+                    return
+                except LinkGoneError:
+                    log.info("sync.stopped guild=%d: the link is no longer active", guild_id)
+                    return
+                except Exception as exc:
+                    log.warning(
+                        "sync.failed guild=%d error=%s retry_in=%.0fs", guild_id, type(exc).__name__, wait
+                    )
+                    await self._record_failure(guild_id, member_count, exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX_WAIT)
         finally:
             self._running.pop(guild_id, None)
             self._removed.pop(guild_id, None)
+
+    async def _record_failure(self, guild_id: int, member_count: int | None, exc: Exception) -> None:
+        try:
+            await self._store.save_sync_state(
+                SyncState(guild_id, SyncPhase.FAILED, member_count=member_count, error=_reason(exc))
+            )
+        except Exception as store_exc:
+            # The store may be what failed; the retry records the outcome once it is back.
+            log.warning("sync.failure_not_recorded guild=%d error=%s", guild_id, type(store_exc).__name__)
 
     async def wait_idle(self) -> None:
         """Wait for every scheduled sync to finish (tests and shutdown)."""
@@ -134,36 +183,30 @@ class MemberSync:
     # One sync
 
     async def sync(self, guild_id: int, *, member_count: int | None = None) -> int:
-        """Read every member of the guild into the store, drop those not seen; return the count."""
+        """Read every member of the guild into the store, drop those not seen; return the count.
+
+        Raise LinkGoneError if the guild's link is (or becomes) inactive; nothing is kept then.
+        """
         started = datetime.now(UTC)
-        await self._store.save_sync_state(
+        if not await self._store.save_sync_state(
             SyncState(guild_id, SyncPhase.SYNCING, member_count=member_count, updated_at=started)
-        )
+        ):
+            raise LinkGoneError(guild_id)
         link = await self._store.get_link(guild_id)
         progress = _Progress(guild_id, link.guild_name if link else "?", member_count)
-        try:
+        small = member_count is not None and member_count <= REST_OVERFLOW_MAX_MEMBERS
+        if small and self._requester.gateway_wait(guild_id) > GATEWAY_WAIT_BEFORE_REST:
+            log.info("sync.via_rest guild=%d: the gateway's command budget is busy", guild_id)
+            await self._via_rest(guild_id, progress)
+        else:
             try:
                 await self._via_gateway(guild_id, progress)
             except (TimeoutError, GatewayRateLimitedError, ConnectionError) as exc:
                 log.warning("sync.gateway_failed guild=%d error=%s: using REST", guild_id, exc)
                 await self._via_rest(guild_id, progress)
-            removed = await self._store.remove_members_not_seen_since(guild_id, started)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("sync.failed guild=%d", guild_id)
-            await self._store.save_sync_state(
-                SyncState(
-                    guild_id,
-                    SyncPhase.FAILED,
-                    members_stored=progress.stored,
-                    member_count=member_count,
-                    error=_reason(exc),
-                )
-            )
-            raise MemberSyncError(str(exc)) from exc
+        removed = await self._store.remove_members_not_seen_since(guild_id, started)
         total = await self._store.count_members(guild_id)
-        await self._store.save_sync_state(
+        if not await self._store.save_sync_state(
             SyncState(
                 guild_id,
                 SyncPhase.SYNCED,
@@ -171,7 +214,8 @@ class MemberSync:
                 member_count=total,
                 synced_at=datetime.now(UTC),
             )
-        )
+        ):
+            raise LinkGoneError(guild_id)
         log.info(
             "sync.done guild=%d members=%d removed=%d seconds=%.1f",
             guild_id,
@@ -192,11 +236,12 @@ class MemberSync:
     async def _via_gateway(self, guild_id: int, progress: _Progress) -> None:
         for attempt in range(1, MAX_GATEWAY_ATTEMPTS + 1):
             await self._wait_for_cooldown(guild_id)
-            request = _ChunkRequest(guild_id, secrets.token_hex(12))
+            request = _ChunkRequest(guild_id, NONCE_PREFIX + secrets.token_hex(12))
             self._requests[request.nonce] = request
             try:
-                self._last_request[guild_id] = time.monotonic()
                 await self._requester.request_whole_list(guild_id, request.nonce)
+                # After the send: the request may have waited for the command budget first.
+                self._last_request[guild_id] = time.monotonic()
                 await self._drain(request, progress)
             finally:
                 del self._requests[request.nonce]
@@ -240,8 +285,11 @@ class MemberSync:
             member_count=progress.expected,
             updated_at=now,
         )
-        # The chunk and the progress it makes commit together.
-        progress.add(await self._store.upsert_members(guild_id, members, now, progress=state))
+        # The chunk and the progress it makes commit together, and only while the link is active.
+        written = await self._store.upsert_members(guild_id, members, now, progress=state)
+        if written is None:
+            raise LinkGoneError(guild_id)
+        progress.add(written)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The database: links, pending states, members and sync states behind one `Store` interface."""
+"""The database: links, invites, members and sync states behind one `Store` interface."""
 
 from __future__ import annotations
 
@@ -7,10 +7,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from store.base import Store
-from store.models import Link, Member, PendingState, SyncPhase, SyncState
+from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
+from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
 from store.sqlite import SqliteStore
 
-__all__ = ["Link", "Member", "PendingState", "SqliteStore", "Store", "SyncPhase", "SyncState", "open_store"]
+__all__ = [
+    "Invite",
+    "InviteUnusableError",
+    "Link",
+    "LinkedGuild",
+    "Member",
+    "RefConflictError",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "SyncPhase",
+    "SyncState",
+    "open_store",
+]
 
 
 class UnsupportedDatabaseError(ValueError):

@@ -6,34 +6,53 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from store.models import Link, Member, PendingState, SyncState
+from store.models import Invite, Link, LinkedGuild, Member, SyncState
 
 
 class Store(Protocol):
-    """Links, pending states, members and sync states; every write is its own transaction."""
+    """Links, invites, members and sync states; every write is its own transaction.
+
+    Every method raises `StoreUnavailableError` when the database cannot be read or written.
+    """
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""
 
-    # Pending OAuth2 states
-    async def add_pending_state(self, pending: PendingState, *, limit: int) -> int:
-        """Store a state, dropping expired ones and then the oldest beyond `limit`; return how many were dropped."""
+    async def check_writable(self) -> None:
+        """Raise StoreUnavailableError unless a durable write goes through (read-only file, full disk)."""
 
-    async def take_pending_state(self, state: str) -> PendingState | None:
-        """Remove and return the state (expired or not) so that it can never be used twice."""
+    def recent_write_failure(self) -> str | None:
+        """Why the last write failed, if it failed lately and no write has succeeded since."""
+
+    # OAuth2 states are signed and kept by nobody; only their single use is recorded.
+    async def use_state_once(self, nonce: bytes, expires_at: datetime) -> bool:
+        """Record that the state with `nonce` was used; False if it was used before."""
+
+    # Invites
+    async def add_invite(self, invite: Invite, *, limit: int) -> bool:
+        """Store an invite unless `limit` open invites exist already (False then); expired ones are pruned."""
+
+    async def get_invite(self, token_hash: bytes) -> Invite | None: ...
 
     # Links
-    async def save_link(self, link: Link) -> Link:
-        """Insert or update the link of `link.guild_id` (re-linking never duplicates) and mark it active."""
+    async def save_link(self, link: Link, *, invite_hash: bytes | None = None) -> Link:
+        """Insert or update the link of `link.guild_id` and mark it active, using up the invite if one is given.
+
+        Raise InviteUnusableError if the invite is no longer open, RefConflictError if the guild is actively
+        linked for another ref; nothing is written then.
+        """
 
     async def get_link(self, guild_id: int) -> Link | None: ...
 
     async def list_links(self, *, ref: str | None = None, active_only: bool = False) -> list[Link]: ...
 
-    async def deactivate_link(self, guild_id: int) -> bool:
-        """Mark the link inactive and delete the guild's members; False if there is no link."""
+    async def list_linked_guilds(self, *, ref: str | None = None) -> list[LinkedGuild]:
+        """Links with their sync states, in one query."""
 
-    # Members
+    async def deactivate_link(self, guild_id: int) -> bool:
+        """Mark the link inactive, delete its members and record the sync as removed; False if no link."""
+
+    # Members: written only while the guild's link is active.
     async def upsert_members(
         self,
         guild_id: int,
@@ -41,8 +60,11 @@ class Store(Protocol):
         seen_at: datetime,
         *,
         progress: SyncState | None = None,
-    ) -> int:
-        """Write a batch of members (and the sync's `progress`) in one transaction; return how many."""
+    ) -> int | None:
+        """Write a batch of members (and the sync's `progress`) in one transaction; return how many.
+
+        None, and nothing written, if the guild's link is not active.
+        """
 
     async def remove_member(self, guild_id: int, user_id: int) -> None: ...
 
@@ -54,6 +76,7 @@ class Store(Protocol):
     async def count_members(self, guild_id: int) -> int: ...
 
     # Sync state
-    async def save_sync_state(self, sync: SyncState) -> None: ...
+    async def save_sync_state(self, sync: SyncState) -> bool:
+        """Record the sync's state if the guild's link is active; False (nothing written) otherwise."""
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None: ...

@@ -53,4 +53,30 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # 3: hardening. Browser states are signed and stateless now: only their one-time nonces are kept, so a
+    # flood of /link stores nothing. Invites get their own table and bound. Each link keeps its member count.
+    # Pending states of the old kind are dropped: at worst an admin mid-flow during the upgrade starts again.
+    """
+    DROP TABLE pending_states;
+    CREATE TABLE used_states (
+        nonce BLOB PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX used_states_expires_at ON used_states (expires_at);
+    CREATE TABLE invites (
+        token_hash BLOB PRIMARY KEY,
+        ref TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        guild_id INTEGER
+    );
+    CREATE INDEX invites_expires_at ON invites (expires_at);
+    ALTER TABLE links ADD COLUMN member_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE links SET member_count = (SELECT COUNT(*) FROM members WHERE members.guild_id = links.guild_id);
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+    );
+    """,
 )

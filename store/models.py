@@ -1,4 +1,4 @@
-"""The records guildlink keeps: links, pending consent states, members and each guild's sync state."""
+"""The records guildlink keeps: links, invites, members and each guild's sync state."""
 
 from __future__ import annotations
 
@@ -21,17 +21,24 @@ class Link:
     linked_at: datetime
     ref: str | None = None
     active: bool = True
+    # Kept by every write of members, so that listing guilds never counts rows.
+    member_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class PendingState:
-    """An OAuth2 `state` handed to one browser, waiting for Discord's redirect."""
+class Invite:
+    """A backend's one-time consent link for its customer `ref`; only a hash of its token is kept."""
 
-    state: str
-    browser_hash: bytes
+    token_hash: bytes
+    ref: str
     created_at: datetime
     expires_at: datetime
-    ref: str | None = None
+    used_at: datetime | None = None
+    guild_id: int | None = None
+
+    def is_open(self, now: datetime) -> bool:
+        """Neither used by a stored link nor expired."""
+        return self.used_at is None and now < self.expires_at
 
 
 class Member(NamedTuple):
@@ -56,6 +63,8 @@ class SyncPhase(StrEnum):
     SYNCING = "syncing"
     SYNCED = "synced"
     FAILED = "failed"
+    # The link is inactive (unlinked, or the bot was removed): no members are kept.
+    REMOVED = "removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +78,11 @@ class SyncState:
     synced_at: datetime | None = None
     error: str | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedGuild:
+    """A link with its sync state, as the API and `status` list them (read in one query)."""
+
+    link: Link
+    sync: SyncState | None

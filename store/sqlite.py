@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
 from store.migrations import MIGRATIONS
-from store.models import Link, Member, PendingState, SyncPhase, SyncState
+from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)
+
+# A failed write keeps the store "not writable" for /readyz this long unless a later write succeeds:
+# a small probe can squeeze into a full disk's last pages while a chunk of members cannot.
+WRITE_FAILURE_MEMORY = 60.0
 
 
 def _time(value: datetime) -> str:
@@ -31,6 +40,43 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _reason(exc: sqlite3.Error) -> str:
+    """A reason fit for operators and clients: the condition, never a value."""
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text:
+        return "the database is read-only"
+    if "full" in text:
+        return "the disk holding the database is full"
+    if "locked" in text or "busy" in text:
+        return "the database is locked by another program"
+    if "unable to open" in text:
+        return "the database file cannot be opened"
+    return f"the database failed ({getattr(exc, 'sqlite_errorname', type(exc).__name__)})"
+
+
+@contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+            raise
+        raise StoreUnavailableError(_reason(exc)) from exc
+
+
+def _open_private(path: Path) -> None:
+    """Create the database file, or check an existing one can be written; readable by its owner only.
+
+    It holds members' data; SQLite gives the -wal and -shm files the database file's permissions.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class SqliteStore:
     """The store on one SQLite file; writes are serialized, reads use their own connection."""
 
@@ -41,23 +87,34 @@ class SqliteStore:
         # one lock around BEGIN IMMEDIATE ... COMMIT keeps each write whole.
         self._write_lock = asyncio.Lock()
         self._durable = True
+        self._write_failure: tuple[float, str] | None = None
 
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[SqliteStore]:
-        """Open (creating if needed) the database file, migrate it, and close it on exit."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await aiosqlite.connect(path, isolation_level=None)
+        """Open (creating if needed) the database file, migrate it, check it takes writes, close it on exit.
+
+        Raise StoreUnavailableError if it cannot be opened, migrated or written.
+        """
         try:
-            await writer.execute("PRAGMA journal_mode=WAL")
-            # Links must survive a power cut once the success page is sent.
-            await writer.execute("PRAGMA synchronous=FULL")
-            await writer.execute("PRAGMA busy_timeout=5000")
-            reader = await aiosqlite.connect(path, isolation_level=None)
+            _open_private(path)
+        except OSError as exc:
+            raise StoreUnavailableError(f"the database file cannot be written ({exc.strerror})") from exc
+        with _unavailable_on_failure():
+            writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            with _unavailable_on_failure():
+                await writer.execute("PRAGMA journal_mode=WAL")
+                # Links must survive a power cut once the success page is sent.
+                await writer.execute("PRAGMA synchronous=FULL")
+                await writer.execute("PRAGMA busy_timeout=5000")
+                reader = await aiosqlite.connect(path, isolation_level=None)
             try:
-                await reader.execute("PRAGMA busy_timeout=5000")
+                with _unavailable_on_failure():
+                    await reader.execute("PRAGMA busy_timeout=5000")
                 store = cls(writer, reader)
                 await store._migrate()
+                await store.check_writable()
                 yield store
             finally:
                 await reader.close()
@@ -70,35 +127,56 @@ class SqliteStore:
             await self._writer.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._durable = durable
 
+    def _note_write(self, failure: StoreUnavailableError | None) -> None:
+        self._write_failure = None if failure is None else (time.monotonic(), failure.reason)
+
     @asynccontextmanager
     async def _statement(
         self, sql: str, params: Sequence[Any] = (), *, durable: bool
     ) -> AsyncIterator[aiosqlite.Cursor]:
         """One write statement, atomic on its own (autocommit): a single trip to the database thread."""
         async with self._write_lock:
-            await self._use_durability(durable)
-            async with self._writer.execute(sql, params) as cursor:
-                yield cursor
+            try:
+                with _unavailable_on_failure():
+                    await self._use_durability(durable)
+                    async with self._writer.execute(sql, params) as cursor:
+                        yield cursor
+            except StoreUnavailableError as exc:
+                self._note_write(exc)
+                raise
+            self._note_write(None)
 
     @asynccontextmanager
     async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         """Several write statements as one; `durable=False` for what a resync rebuilds (members, sync states)."""
         async with self._write_lock:
-            await self._use_durability(durable)
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
+                with _unavailable_on_failure():
+                    await self._use_durability(durable)
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self._writer
+                        await self._writer.execute("COMMIT")
+                    except BaseException:
+                        await self._rollback()
+                        raise
+            except StoreUnavailableError as exc:
+                self._note_write(exc)
                 raise
-            await self._writer.execute("COMMIT")
+            self._note_write(None)
+
+    async def _rollback(self) -> None:
+        # A failed COMMIT (disk full) may have rolled back already; then there is nothing to undo.
+        if self._writer.in_transaction:
+            await self._writer.execute("ROLLBACK")
 
     async def _migrate(self) -> None:
-        await self._writer.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        async with self._writer.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cursor:
-            row = await cursor.fetchone()
+        with _unavailable_on_failure():
+            await self._writer.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            async with self._writer.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cursor:
+                row = await cursor.fetchone()
         current = int(row[0]) if row else 0
         for version, script in enumerate(MIGRATIONS, start=1):
             if version <= current:
@@ -113,91 +191,138 @@ class SqliteStore:
             log.info("store.migrated version=%d", version)
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        with _unavailable_on_failure():
+            async with self._reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
 
     async def ping(self) -> None:
         await self._fetchall("SELECT 1")
 
-    # Pending OAuth2 states
-
-    # Pending OAuth2 states are not fsync'd: after a power cut the worst case is an admin clicking again,
-    # and a state that came back could not be used twice anyway (Discord's code is single use).
-
-    async def add_pending_state(self, pending: PendingState, *, limit: int) -> int:
-        # Bounded: expired states go, then the oldest beyond `limit`, so a flood of /link costs at most `limit` rows.
+    async def check_writable(self) -> None:
         async with self._statement(
-            "DELETE FROM pending_states WHERE expires_at <= ? OR state IN ("
-            " SELECT state FROM pending_states ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
-            (_time(datetime.now(UTC)), max(limit - 1, 0)),
-            durable=False,
-        ) as cursor:
-            dropped = cursor.rowcount
-        async with self._statement(
-            "INSERT INTO pending_states (state, browser_hash, created_at, expires_at, ref) VALUES (?, ?, ?, ?, ?)",
-            (
-                pending.state,
-                pending.browser_hash,
-                _time(pending.created_at),
-                _time(pending.expires_at),
-                pending.ref,
-            ),
-            durable=False,
+            "INSERT INTO health (id, checked_at) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            (_time(datetime.now(UTC)),),
+            durable=True,
         ):
             pass
-        return dropped
 
-    async def take_pending_state(self, state: str) -> PendingState | None:
-        async with self._statement(
-            "DELETE FROM pending_states WHERE state = ? RETURNING browser_hash, created_at, expires_at, ref",
-            (state,),
-            durable=False,
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+    def recent_write_failure(self) -> str | None:
+        """The reason the last write failed, if it did within WRITE_FAILURE_MEMORY seconds and none succeeded since."""
+        if self._write_failure is None:
             return None
-        return PendingState(
-            state=state,
-            browser_hash=bytes(row[0]),
-            created_at=datetime.fromisoformat(row[1]),
-            expires_at=datetime.fromisoformat(row[2]),
-            ref=row[3],
-        )
+        at, reason = self._write_failure
+        return reason if time.monotonic() - at < WRITE_FAILURE_MEMORY else None
 
-    async def count_pending_states(self) -> int:
-        rows = await self._fetchall("SELECT COUNT(*) FROM pending_states")
-        return int(rows[0][0])
+    # OAuth2 states: not fsync'd. After a power cut the worst case is a state usable once more, and the
+    # code it came back with is single use at Discord anyway.
+
+    async def use_state_once(self, nonce: bytes, expires_at: datetime) -> bool:
+        now = _time(datetime.now(UTC))
+        async with self._transaction(durable=False) as db:
+            await db.execute("DELETE FROM used_states WHERE expires_at <= ?", (now,))
+            cursor = await db.execute(
+                "INSERT INTO used_states (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
+                (nonce, _time(expires_at)),
+            )
+            return cursor.rowcount == 1
+
+    # Invites
+
+    async def add_invite(self, invite: Invite, *, limit: int) -> bool:
+        now = _time(datetime.now(UTC))
+        # Durable: the backend hands the URL on as soon as we answer.
+        async with self._transaction(durable=True) as db:
+            await db.execute("DELETE FROM invites WHERE expires_at <= ?", (now,))
+            async with db.execute("SELECT COUNT(*) FROM invites WHERE used_at IS NULL") as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row[0] >= limit:
+                return False
+            await db.execute(
+                "INSERT INTO invites (token_hash, ref, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (invite.token_hash, invite.ref, _time(invite.created_at), _time(invite.expires_at)),
+            )
+        return True
+
+    async def get_invite(self, token_hash: bytes) -> Invite | None:
+        rows = await self._fetchall(
+            "SELECT ref, created_at, expires_at, used_at, guild_id FROM invites WHERE token_hash = ?",
+            (token_hash,),
+        )
+        if not rows:
+            return None
+        ref, created_at, expires_at, used_at, guild_id = rows[0]
+        return Invite(
+            token_hash=token_hash,
+            ref=ref,
+            created_at=datetime.fromisoformat(created_at),
+            expires_at=datetime.fromisoformat(expires_at),
+            used_at=_parse_time(used_at),
+            guild_id=guild_id,
+        )
 
     # Links
 
-    async def save_link(self, link: Link) -> Link:
+    _LINK_COLUMNS = (
+        "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
+        " active, links.member_count"
+    )
+
+    async def save_link(self, link: Link, *, invite_hash: bytes | None = None) -> Link:
+        now = datetime.now(UTC)
         # Durable: the success page promises the link is recorded.
-        async with self._statement(
-            "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
-            " linked_at, ref, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
-            " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
-            " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
-            " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
-            f" ref = COALESCE(excluded.ref, links.ref), active = 1 RETURNING {self._LINK_COLUMNS}",
-            (
-                link.guild_id,
-                link.guild_name,
-                link.linked_by_id,
-                link.linked_by_username,
-                " ".join(link.scopes),
-                link.permissions,
-                _time(link.linked_at),
-                link.ref,
-            ),
-            durable=True,
-        ) as cursor:
-            row = await cursor.fetchone()
+        async with self._transaction(durable=True) as db:
+            if invite_hash is not None:
+                async with db.execute(
+                    "SELECT used_at, expires_at FROM invites WHERE token_hash = ?", (invite_hash,)
+                ) as cursor:
+                    invite = await cursor.fetchone()
+                if invite is None or invite[0] is not None or datetime.fromisoformat(invite[1]) <= now:
+                    raise InviteUnusableError("the invite is unknown, used or expired")
+            async with db.execute(
+                "SELECT ref, active FROM links WHERE guild_id = ?", (link.guild_id,)
+            ) as cursor:
+                existing = await cursor.fetchone()
+            if (
+                existing is not None
+                and existing[1]
+                and link.ref is not None
+                and existing[0] not in (None, link.ref)
+            ):
+                raise RefConflictError(link.guild_id)
+            async with db.execute(
+                "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
+                " linked_at, ref, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+                " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
+                " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
+                " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
+                f" ref = COALESCE(excluded.ref, links.ref), active = 1 RETURNING {self._LINK_COLUMNS}",
+                (
+                    link.guild_id,
+                    link.guild_name,
+                    link.linked_by_id,
+                    link.linked_by_username,
+                    " ".join(link.scopes),
+                    link.permissions,
+                    _time(link.linked_at),
+                    link.ref,
+                ),
+            ) as cursor:
+                row = await cursor.fetchone()
+            # A new or revived link waits for its sync; a link that is being synced keeps its progress.
+            await db.execute(
+                "INSERT INTO sync_states (guild_id, phase, updated_at) VALUES (?, 'pending', ?)"
+                " ON CONFLICT (guild_id) DO UPDATE SET phase = 'pending', members_stored = 0, error = NULL,"
+                " updated_at = excluded.updated_at WHERE sync_states.phase = 'removed'",
+                (link.guild_id, _time(now)),
+            )
+            if invite_hash is not None:
+                await db.execute(
+                    "UPDATE invites SET used_at = ?, guild_id = ? WHERE token_hash = ?",
+                    (_time(now), link.guild_id, invite_hash),
+                )
         assert row is not None
         return self._link(row)
-
-    _LINK_COLUMNS = (
-        "guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref, active"
-    )
 
     @staticmethod
     def _link(row: Sequence[Any]) -> Link:
@@ -211,6 +336,7 @@ class SqliteStore:
             linked_at=datetime.fromisoformat(row[6]),
             ref=row[7],
             active=bool(row[8]),
+            member_count=row[9],
         )
 
     async def get_link(self, guild_id: int) -> Link | None:
@@ -228,12 +354,34 @@ class SqliteStore:
         rows = await self._fetchall(sql + " ORDER BY linked_at, guild_id", params)
         return [self._link(row) for row in rows]
 
+    async def list_linked_guilds(self, *, ref: str | None = None) -> list[LinkedGuild]:
+        sql = (
+            f"SELECT {self._LINK_COLUMNS}, {self._SYNC_COLUMNS} FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id"
+        )
+        params: list[Any] = []
+        if ref is not None:
+            sql += " WHERE ref = ?"
+            params.append(ref)
+        rows = await self._fetchall(sql + " ORDER BY linked_at, links.guild_id", params)
+        width = 10
+        return [
+            LinkedGuild(
+                self._link(row[:width]),
+                self._sync_state(row[0], row[width:]) if row[width] is not None else None,
+            )
+            for row in rows
+        ]
+
     async def deactivate_link(self, guild_id: int) -> bool:
         async with self._transaction() as db:
-            cursor = await db.execute("UPDATE links SET active = 0 WHERE guild_id = ?", (guild_id,))
+            cursor = await db.execute(
+                "UPDATE links SET active = 0, member_count = 0 WHERE guild_id = ?", (guild_id,)
+            )
             found = cursor.rowcount > 0
             await db.execute("DELETE FROM members WHERE guild_id = ?", (guild_id,))
-            await db.execute("DELETE FROM sync_states WHERE guild_id = ?", (guild_id,))
+            if found:
+                await self._write_sync_state(db, SyncState(guild_id, SyncPhase.REMOVED))
         return found
 
     # Members
@@ -245,7 +393,7 @@ class SqliteStore:
         seen_at: datetime,
         *,
         progress: SyncState | None = None,
-    ) -> int:
+    ) -> int | None:
         seen = _time(seen_at)
         rows = [
             (
@@ -262,7 +410,17 @@ class SqliteStore:
             )
             for m in members
         ]
+        user_ids = json.dumps(list({row[1] for row in rows}))
         async with self._transaction(durable=False) as db:
+            # Checked inside the transaction: an unlink commits either before this (nothing is written)
+            # or after it (and deletes what this wrote).
+            if not await self._is_active(db, guild_id):
+                return None
+            async with db.execute(
+                "SELECT COUNT(*) FROM members WHERE guild_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+                (guild_id, user_ids),
+            ) as cursor:
+                known = await cursor.fetchone()
             await db.executemany(
                 "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles,"
                 " joined_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -272,20 +430,42 @@ class SqliteStore:
                 " last_seen = excluded.last_seen",
                 rows,
             )
+            added = len(json.loads(user_ids)) - (known[0] if known else 0)
+            if added:
+                await self._add_to_member_count(db, guild_id, added)
             if progress is not None:
                 await self._write_sync_state(db, progress)
         return len(rows)
 
+    @staticmethod
+    async def _is_active(db: aiosqlite.Connection, guild_id: int) -> bool:
+        async with db.execute("SELECT active FROM links WHERE guild_id = ?", (guild_id,)) as cursor:
+            row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    async def _add_to_member_count(db: aiosqlite.Connection, guild_id: int, delta: int) -> None:
+        await db.execute(
+            "UPDATE links SET member_count = member_count + ? WHERE guild_id = ?", (delta, guild_id)
+        )
+
     async def remove_member(self, guild_id: int, user_id: int) -> None:
         async with self._transaction(durable=False) as db:
-            await db.execute("DELETE FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            cursor = await db.execute(
+                "DELETE FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+            if cursor.rowcount:
+                await self._add_to_member_count(db, guild_id, -cursor.rowcount)
 
     async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
         async with self._transaction(durable=False) as db:
             cursor = await db.execute(
                 "DELETE FROM members WHERE guild_id = ? AND last_seen < ?", (guild_id, _time(since))
             )
-            return cursor.rowcount
+            removed = cursor.rowcount
+            if removed:
+                await self._add_to_member_count(db, guild_id, -removed)
+            return removed
 
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]:
         rows = await self._fetchall(
@@ -313,9 +493,12 @@ class SqliteStore:
 
     # Sync state
 
-    async def save_sync_state(self, sync: SyncState) -> None:
+    async def save_sync_state(self, sync: SyncState) -> bool:
         async with self._transaction(durable=False) as db:
+            if not await self._is_active(db, sync.guild_id):
+                return False
             await self._write_sync_state(db, sync)
+        return True
 
     @staticmethod
     async def _write_sync_state(db: aiosqlite.Connection, sync: SyncState) -> None:
@@ -336,15 +519,10 @@ class SqliteStore:
             ),
         )
 
-    async def get_sync_state(self, guild_id: int) -> SyncState | None:
-        rows = await self._fetchall(
-            "SELECT phase, members_stored, member_count, synced_at, error, updated_at FROM sync_states"
-            " WHERE guild_id = ?",
-            (guild_id,),
-        )
-        if not rows:
-            return None
-        row = rows[0]
+    _SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, error, updated_at"
+
+    @staticmethod
+    def _sync_state(guild_id: int, row: Sequence[Any]) -> SyncState:
         return SyncState(
             guild_id=guild_id,
             phase=SyncPhase(row[0]),
@@ -354,3 +532,9 @@ class SqliteStore:
             error=row[4],
             updated_at=_parse_time(row[5]),
         )
+
+    async def get_sync_state(self, guild_id: int) -> SyncState | None:
+        rows = await self._fetchall(
+            f"SELECT {self._SYNC_COLUMNS} FROM sync_states WHERE guild_id = ?", (guild_id,)
+        )
+        return self._sync_state(guild_id, rows[0]) if rows else None

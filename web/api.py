@@ -12,10 +12,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from store import Link, PendingState, Store
+from store import Invite, LinkedGuild
 from web.keys import LINKER, SETTINGS, STORE
 from web.middleware import json_error
-from web.states import MAX_PENDING_STATES, new_token
+from web.params import ParameterError, parse_snowflake, parse_whole_number
+from web.states import new_token, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +24,10 @@ routes = web.RouteTableDef()
 
 OPENAPI_FILE = Path(__file__).parent / "openapi.json"
 INVITE_TTL = timedelta(hours=1)
+# Open invites are bounded apart from everything else: only the authenticated backend makes them.
+MAX_OPEN_INVITES = 10_000
 MAX_REF_LENGTH = 200
-
-
-class ParameterError(Exception):
-    """A request parameter is malformed; answered 400 naming it."""
-
-    def __init__(self, parameter: str, message: str) -> None:
-        super().__init__(message)
-        self.parameter = parameter
+MAX_BODY_BYTES = 4096
 
 
 @web.middleware
@@ -45,7 +41,9 @@ async def api_auth_middleware(request: web.Request, handler: Handler) -> web.Str
             503, "api_disabled", "The API is off: set API_TOKEN (32 or more random characters) and restart."
         )
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), api_token.reveal().encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.encode(errors="replace"), api_token.reveal().encode()
+    ):
         response = json_error(401, "unauthorized", "Send Authorization: Bearer <API_TOKEN>.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="guildlink"'
         return response
@@ -61,8 +59,8 @@ def _time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
-async def guild_json(store: Store, link: Link) -> dict[str, Any]:
-    sync = await store.get_sync_state(link.guild_id)
+def guild_json(guild: LinkedGuild) -> dict[str, Any]:
+    link, sync = guild.link, guild.sync
     return {
         "id": str(link.guild_id),
         "name": link.guild_name,
@@ -70,7 +68,7 @@ async def guild_json(store: Store, link: Link) -> dict[str, Any]:
         "linked_by": {"id": str(link.linked_by_id), "username": link.linked_by_username},
         "linked_at": _time(link.linked_at),
         "active": link.active,
-        "member_count": await store.count_members(link.guild_id),
+        "member_count": link.member_count,
         "sync": {
             "state": sync.phase.value if sync else "pending",
             "members_stored": sync.members_stored if sync else 0,
@@ -80,50 +78,48 @@ async def guild_json(store: Store, link: Link) -> dict[str, Any]:
     }
 
 
-def _snowflake(raw: str, parameter: str) -> int:
-    if not raw.isdigit() or len(raw) > 20 or int(raw) >= 2**63:
-        raise ParameterError(parameter, f"{parameter} must be a Discord id (a string of digits).")
-    return int(raw)
+def _guild_id(request: web.Request) -> int:
+    return parse_snowflake(request.match_info["guild_id"], "guild_id")
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ParameterError(name, f"{name} must be a whole number from {low} to {high}.")
-    return int(raw)
+def _not_found(guild_id: int) -> web.HTTPNotFound:
+    return web.HTTPNotFound(
+        text=json.dumps({"error": "not_found", "message": f"No guild {guild_id} was ever linked."}),
+        content_type="application/json",
+    )
 
 
-async def _link_or_404(request: web.Request) -> Link:
-    guild_id = _snowflake(request.match_info["guild_id"], "guild_id")
-    link = await request.app[STORE].get_link(guild_id)
+async def _linked_guild_or_404(request: web.Request, guild_id: int) -> LinkedGuild:
+    store = request.app[STORE]
+    link = await store.get_link(guild_id)
     if link is None:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": "not_found", "message": f"No guild {guild_id} was ever linked."}),
-            content_type="application/json",
-        )
-    return link
+        raise _not_found(guild_id)
+    return LinkedGuild(link, await store.get_sync_state(guild_id))
 
 
 @routes.get("/api/guilds")
 async def list_guilds(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    links = await store.list_links(ref=request.query.get("ref"))
-    return web.json_response({"guilds": [await guild_json(store, link) for link in links]})
+    guilds = await request.app[STORE].list_linked_guilds(ref=request.query.get("ref"))
+    return web.json_response({"guilds": [guild_json(guild) for guild in guilds]})
 
 
 @routes.get("/api/guilds/{guild_id}")
 async def get_guild(request: web.Request) -> web.Response:
-    return web.json_response(await guild_json(request.app[STORE], await _link_or_404(request)))
+    return web.json_response(guild_json(await _linked_guild_or_404(request, _guild_id(request))))
 
 
 @routes.get("/api/guilds/{guild_id}/members")
 async def list_members(request: web.Request) -> web.Response:
-    limit = _int_query(request, "limit", 100, 1, 1000)
-    after = _snowflake(request.query["after"], "after") if "after" in request.query else 0
-    link = await _link_or_404(request)
-    members = await request.app[STORE].list_members(link.guild_id, after=after, limit=limit)
+    guild_id = _guild_id(request)
+    raw_limit = request.query.get("limit")
+    limit = 100 if raw_limit is None else parse_whole_number(raw_limit, "limit", low=1, high=1000)
+    raw_after = request.query.get("after")
+    after = 0 if raw_after is None else parse_snowflake(raw_after, "after")
+    link = await request.app[STORE].get_link(guild_id)
+    if link is None:
+        raise _not_found(guild_id)
+    # An inactive link keeps no members; say so rather than serve what a racing write might have left.
+    members = await request.app[STORE].list_members(guild_id, after=after, limit=limit) if link.active else []
     body = {
         "members": [
             {
@@ -146,31 +142,53 @@ async def list_members(request: web.Request) -> web.Response:
 @routes.post("/api/links")
 async def create_link(request: web.Request) -> web.Response:
     """A one-time link on our server that starts the consent flow for the backend's customer `ref`."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ParameterError("body", 'The body must be JSON: {"ref": "..."}.') from None
-    ref = body.get("ref") if isinstance(body, dict) else None
-    if not isinstance(ref, str) or not 1 <= len(ref) <= MAX_REF_LENGTH:
-        raise ParameterError("ref", f"ref must be a string of 1 to {MAX_REF_LENGTH} characters.")
+    ref = _ref_from_body(await _small_body(request))
     now = datetime.now(UTC)
-    # An invite is a pending state not yet bound to a browser (empty hash); /start binds it.
-    invite = PendingState(
-        state=new_token(), browser_hash=b"", created_at=now, expires_at=now + INVITE_TTL, ref=ref
-    )
-    await request.app[STORE].add_pending_state(invite, limit=MAX_PENDING_STATES)
-    url = f"{request.app[SETTINGS].public_base_url}/start/{invite.state}"
+    token = new_token()
+    invite = Invite(token_hash=token_hash(token), ref=ref, created_at=now, expires_at=now + INVITE_TTL)
+    if not await request.app[STORE].add_invite(invite, limit=MAX_OPEN_INVITES):
+        return json_error(
+            429,
+            "too_many_invites",
+            f"{MAX_OPEN_INVITES:,} invites are open; wait for some to be used or expire.",
+        )
+    url = f"{request.app[SETTINGS].public_base_url}/start/{token}"
     log.info("api.link_created expires_at=%s", _time(invite.expires_at))
     return web.json_response({"url": url, "expires_at": _time(invite.expires_at)}, status=201)
 
 
+async def _small_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ParameterError("body", f"The body must be at most {MAX_BODY_BYTES} bytes.")
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise ParameterError("body", f"The body must be at most {MAX_BODY_BYTES} bytes.")
+    return body
+
+
+def _ref_from_body(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ParameterError("body", 'The body must be JSON: {"ref": "..."}.') from None
+    ref = data.get("ref") if isinstance(data, dict) else None
+    if (
+        not isinstance(ref, str)
+        or not 1 <= len(ref) <= MAX_REF_LENGTH
+        # Also refuses a lone surrogate (JSON allows "\ud800"), which no database or page can take.
+        or not ref.isprintable()
+    ):
+        raise ParameterError("ref", f"ref must be 1 to {MAX_REF_LENGTH} printable characters.")
+    return ref
+
+
 @routes.delete("/api/guilds/{guild_id}")
 async def unlink_guild(request: web.Request) -> web.Response:
-    link = await _link_or_404(request)
-    await request.app[LINKER].guild_unlinked(link.guild_id)
-    unlinked = await request.app[STORE].get_link(link.guild_id)
-    assert unlinked is not None
-    return web.json_response(await guild_json(request.app[STORE], unlinked))
+    guild_id = _guild_id(request)
+    if await request.app[STORE].get_link(guild_id) is None:
+        raise _not_found(guild_id)
+    await request.app[LINKER].guild_unlinked(guild_id)
+    return web.json_response(guild_json(await _linked_guild_or_404(request, guild_id)))
 
 
 @routes.get("/api/openapi.json")

@@ -12,16 +12,34 @@ from handoff import BotStatusSource, GuildLinker
 from store import Store
 from web import api, health, link_flow
 from web.api import api_auth_middleware
-from web.keys import BOT_STATUS, LINKER, OAUTH, PAGES, PROGRESS, SETTINGS, STATES, STORE
+from web.keys import (
+    BOT_STATUS,
+    DATABASE_PROBE,
+    LINKER,
+    OAUTH,
+    PAGES,
+    PROGRESS,
+    RATE_LIMIT,
+    SETTINGS,
+    STATES,
+    STORE,
+)
 from web.middleware import add_security_headers, error_middleware
 from web.oauth import USER_AGENT, DiscordOAuthClient
-from web.pages import Pages
+from web.pages import Pages, static_file
 from web.progress import ProgressTokens
+from web.rate_limit import ClientRateLimiter
+from web.readiness import DatabaseProbe
 from web.states import StateKeeper
 
 
 def create_app(
-    settings: Settings, store: Store, linker: GuildLinker, bot_status: BotStatusSource
+    settings: Settings,
+    store: Store,
+    linker: GuildLinker,
+    bot_status: BotStatusSource,
+    *,
+    rate_limit: ClientRateLimiter | None = None,
 ) -> web.Application:
     """The web face of guildlink: consent flow, probes and the backend's API."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
@@ -30,7 +48,9 @@ def create_app(
     app[LINKER] = linker
     app[BOT_STATUS] = bot_status
     app[PAGES] = Pages()
-    app[STATES] = StateKeeper(store)
+    app[STATES] = StateKeeper(settings.client_secret, store)
+    app[RATE_LIMIT] = rate_limit or ClientRateLimiter()
+    app[DATABASE_PROBE] = DatabaseProbe(store)
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.on_response_prepare.append(add_security_headers)
@@ -38,7 +58,7 @@ def create_app(
     app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")
     app.add_routes(health.routes)
     app.add_routes(api.routes)
-    app.router.add_static("/static", Pages.STATIC_DIR)
+    app.router.add_get("/static/{name}", static_file)
     return app
 
 

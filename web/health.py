@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from web.keys import BOT_STATUS, STORE
+from web.keys import BOT_STATUS, DATABASE_PROBE
 
 log = logging.getLogger(__name__)
 
@@ -20,22 +20,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """200 only when the gateway session is ready and the database answers; else 503 with the reasons."""
+    """200 only when the gateway session is ready and the database takes writes; else 503 with the reasons."""
     reasons: list[str] = []
     status = request.app[BOT_STATUS].bot_status()
     if not status.ready:
         reasons.append(f"bot gateway session is {status.state}")
-    database = "ok"
-    try:
-        await request.app[STORE].ping()
-    except Exception as exc:
-        log.warning("readyz.database_error error=%s", type(exc).__name__)
-        database = "unavailable"
-        reasons.append("database does not answer")
+    problem = await request.app[DATABASE_PROBE].problem()
+    if problem:
+        log.warning("readyz.database_problem reason=%s", problem)
+        reasons.append(problem)
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
         "bot": {"state": status.state, "latency_ms": status.latency_ms, "guilds": status.guild_count},
-        "database": database,
+        "database": problem or "ok",
     }
     return web.json_response(body, status=503 if reasons else 200)

@@ -10,6 +10,8 @@ from store import Store
 from web.oauth import DiscordOAuthClient
 from web.pages import Pages
 from web.progress import ProgressTokens
+from web.rate_limit import ClientRateLimiter
+from web.readiness import DatabaseProbe
 from web.states import StateKeeper
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,3 +22,5 @@ PAGES = web.AppKey("pages", Pages)
 OAUTH = web.AppKey("oauth", DiscordOAuthClient)
 STATES = web.AppKey("states", StateKeeper)
 PROGRESS = web.AppKey("progress", ProgressTokens)
+RATE_LIMIT = web.AppKey("rate_limit", ClientRateLimiter)
+DATABASE_PROBE = web.AppKey("database_probe", DatabaseProbe)

@@ -1,8 +1,9 @@
-"""The consent flow's pages: landing page, /link to Discord, and the /authorize-discord callback."""
+"""The consent flow's pages: landing page, /link and /start to Discord, and the /authorize-discord callback."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
 from urllib.parse import quote, urlencode
@@ -10,14 +11,26 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from config import Settings
-from store import Link
-from web.keys import LINKER, OAUTH, PAGES, PROGRESS, SETTINGS, STATES, STORE
-from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError
-from web.states import BROWSER_COOKIE, STATE_TTL, AcceptedState, StateProblem, is_browser_id, new_token
+from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError
+from web.keys import LINKER, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
+from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
+from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
+from web.states import (
+    STATE_TTL,
+    AcceptedState,
+    StateProblem,
+    browser_cookie_name,
+    is_token,
+    new_token,
+    token_hash,
+)
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+# Discord's codes are 30 characters; anything much longer is not a code.
+MAX_CODE_LENGTH = 256
 
 
 def consent_url(settings: Settings, state: str, guild_id: int | None = None) -> str:
@@ -37,21 +50,40 @@ def consent_url(settings: Settings, state: str, guild_id: int | None = None) -> 
     return f"{settings.authorize_url}?{urlencode(params, quote_via=quote)}"
 
 
+def start_url(invite_token: str | None) -> str:
+    """Where a flow starts again: the same invite (its ref kept) or a fresh /link."""
+    return f"/start/{invite_token}" if invite_token else "/link"
+
+
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     return request.app[PAGES].render("index.html")
 
 
-async def redirect_to_consent(request: web.Request, *, ref: str | None, guild_id: int | None) -> NoReturn:
-    """Issue a state bound to this browser (cookie) and send the browser to Discord's consent page."""
+def _rate_limited(request: web.Request) -> web.Response | None:
+    """A 429 page for a client that opens flows faster than an admin could; None if it may go on."""
+    wait = request.app[RATE_LIMIT].retry_after(request.remote or "unknown")
+    if not wait:
+        return None
+    log.info("link.rate_limited path=%s", request.path)
+    response = request.app[PAGES].error(
+        429, "Too many attempts", "Too many links were opened from here. Please wait a minute."
+    )
+    response.headers["Retry-After"] = str(int(wait) + 1)
+    return response
+
+
+def redirect_to_consent(request: web.Request, *, invite_token: str | None, guild_id: int | None) -> NoReturn:
+    """Seal a state bound to this browser (cookie) and send the browser to Discord's consent page."""
     settings = request.app[SETTINGS]
-    browser_id = request.cookies.get(BROWSER_COOKIE)
-    if not is_browser_id(browser_id):
+    cookie = browser_cookie_name(settings.serves_https)
+    browser_id = request.cookies.get(cookie)
+    if not is_token(browser_id):
         browser_id = new_token()
-    pending = await request.app[STATES].issue(browser_id, ref=ref)
-    response = web.HTTPFound(consent_url(settings, pending.state, guild_id))
+    state = request.app[STATES].issue(browser_id, invite_token=invite_token)
+    response = web.HTTPFound(consent_url(settings, state, guild_id))
     response.set_cookie(
-        BROWSER_COOKIE,
+        cookie,
         browser_id,
         max_age=int(STATE_TTL.total_seconds()),
         path="/",
@@ -59,34 +91,48 @@ async def redirect_to_consent(request: web.Request, *, ref: str | None, guild_id
         samesite="Lax",
         secure=settings.serves_https,
     )
-    log.info("link.consent_started guild_hint=%s ref=%s", guild_id, ref is not None)
+    log.info("link.consent_started guild_hint=%s invite=%s", guild_id, invite_token is not None)
     raise response
 
 
 @routes.get("/link")
 async def link(request: web.Request) -> web.Response:
-    raw_guild = request.query.get("guild_id")
-    if raw_guild is not None and not raw_guild.isdigit():
-        return request.app[PAGES].error(
-            400,
-            "Invalid server",
-            "guild_id must be a Discord server id (digits only).",
-            offer_fresh_link=True,
-        )
-    await redirect_to_consent(request, ref=None, guild_id=int(raw_guild) if raw_guild else None)
+    if limited := _rate_limited(request):
+        return limited
+    try:
+        guild_id = parse_optional_snowflake(request.query.get("guild_id"), "guild_id")
+    except ParameterError as exc:
+        return request.app[PAGES].error(400, "Invalid server", str(exc), retry_url="/link")
+    redirect_to_consent(request, invite_token=None, guild_id=guild_id)
+
+
+async def _open_invite(request: web.Request, invite_token: str | None) -> bool:
+    if not is_token(invite_token):
+        return False
+    invite = await request.app[STORE].get_invite(token_hash(invite_token))
+    return invite is not None and invite.is_open(datetime.now(UTC))
+
+
+def _invite_gone(request: web.Request) -> web.Response:
+    return request.app[PAGES].error(
+        400,
+        "This link is no longer valid",
+        "It was already used to link a server, or it has expired. Ask for a new one where you got it.",
+    )
 
 
 @routes.get("/start/{invite}")
 async def start_invite(request: web.Request) -> web.Response:
-    """A one-time link from POST /api/links: bind a state to this browser, carrying the backend's ref."""
-    invite = await request.app[STORE].take_pending_state(request.match_info["invite"])
-    if invite is None or invite.browser_hash or invite.expires_at <= datetime.now(UTC):
-        return request.app[PAGES].error(
-            400,
-            "This link is no longer valid",
-            "It was already used or has expired. Ask for a new one where you got it.",
-        )
-    await redirect_to_consent(request, ref=invite.ref, guild_id=None)
+    """A backend's invite: bind a state to this browser; the invite is used up only when a link is stored.
+
+    So a chat's link preview or a mail scanner that opens the URL first takes nothing away from the admin.
+    """
+    if limited := _rate_limited(request):
+        return limited
+    invite_token = request.match_info["invite"]
+    if not await _open_invite(request, invite_token):
+        return _invite_gone(request)
+    redirect_to_consent(request, invite_token=invite_token, guild_id=None)
 
 
 @routes.get("/progress/{token}")
@@ -115,23 +161,73 @@ STATE_MESSAGES = {
 }
 
 
-def _guild_hint(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() else None
+@dataclass(frozen=True, slots=True)
+class CallbackParams:
+    """The callback's query, checked before anything is used up, exchanged or stored."""
+
+    state: str | None
+    code: str | None
+    error: str | None
+    guild_hint: int | None
+    permissions: int
 
 
-async def _complete_link(request: web.Request, accepted: AcceptedState, code: str) -> web.Response:
+def _callback_params(request: web.Request) -> CallbackParams:
+    query = request.query
+    code = query.get("code")
+    if code is not None and (len(code) > MAX_CODE_LENGTH or not code.isascii() or not code.isprintable()):
+        raise ParameterError("code", "code is not an authorization code Discord issues.")
+    permissions = query.get("permissions")
+    return CallbackParams(
+        state=query.get("state"),
+        code=code,
+        error=query.get("error"),
+        guild_hint=parse_optional_snowflake(query.get("guild_id"), "guild_id"),
+        permissions=0 if permissions is None else parse_whole_number(permissions, "permissions"),
+    )
+
+
+async def authorize_callback(request: web.Request) -> web.Response:
+    """Discord's redirect after consent: check parameters and state, exchange the code, store the link."""
     pages = request.app[PAGES]
-    oauth = request.app[OAUTH]
     try:
-        grant = await oauth.exchange_code(code)
+        params = _callback_params(request)
+    except ParameterError as exc:
+        log.info("link.callback_refused parameter=%s", exc.parameter)
+        return pages.error(400, "Invalid answer from Discord", str(exc), retry_url="/link")
+    cookie = browser_cookie_name(request.app[SETTINGS].serves_https)
+    accepted = await request.app[STATES].accept(params.state, request.cookies.get(cookie))
+    if isinstance(accepted, StateProblem):
+        log.info("link.state_refused reason=%s", accepted.name)
+        return pages.error(400, "Please start again", STATE_MESSAGES[accepted], retry_url="/link")
+    retry_url = start_url(accepted.invite_token)
+
+    if params.error is not None:
+        log.info("link.consent_declined error=%r", params.error[:64])
+        return pages.render("cancelled.html", retry_url=retry_url)
+    if not params.code:
+        return pages.error(
+            400, "Missing code", "Discord's answer carried no authorization code.", retry_url=retry_url
+        )
+    if accepted.invite_token is not None and not await _open_invite(request, accepted.invite_token):
+        return _invite_gone(request)
+    return await _complete_link(request, accepted, params, params.code, retry_url)
+
+
+async def _complete_link(
+    request: web.Request, accepted: AcceptedState, params: CallbackParams, code: str, retry_url: str
+) -> web.Response:
+    pages = request.app[PAGES]
+    try:
+        grant = await request.app[OAUTH].exchange_code(code)
     except InvalidGrantError:
         return pages.error(
-            400, "This link has expired", InvalidGrantError.public_message, offer_fresh_link=True
+            400, "This link has expired", InvalidGrantError.public_message, retry_url=retry_url
         )
     except InvalidClientError:
         return pages.error(502, "Configuration problem", InvalidClientError.public_message)
     except DiscordOAuthError as exc:
-        return pages.error(502, "Discord did not answer", exc.public_message, offer_fresh_link=True)
+        return pages.error(502, "Discord did not answer", exc.public_message, retry_url=retry_url)
 
     if grant.guild_id is None:
         log.warning("link.no_guild_in_token scopes=%s", " ".join(grant.scopes))
@@ -139,40 +235,21 @@ async def _complete_link(request: web.Request, accepted: AcceptedState, code: st
             400,
             "No server was chosen",
             "Discord did not add the bot to a server. Please start again and pick a server.",
-            offer_fresh_link=True,
+            retry_url=retry_url,
         )
-    hint = request.query.get("guild_id")
-    if hint is not None and _guild_hint(hint) != grant.guild_id:
-        # The redirect's guild_id is only a hint; a mismatch means the URL was tampered with.
-        log.warning("link.guild_mismatch token_guild=%d redirect_guild=%r", grant.guild_id, hint[:24])
-        return pages.error(
-            400,
-            "Server mismatch",
-            "The server in the address does not match the one Discord authorized. Nothing was stored.",
-            offer_fresh_link=True,
-        )
-
+    # From here on Discord has added the bot to grant.guild_id: either the link is stored, or the bot leaves.
     try:
-        user = await oauth.fetch_user(grant.access_token)
-    except DiscordOAuthError as exc:
-        return pages.error(502, "Discord did not answer", exc.public_message, offer_fresh_link=True)
-
-    permissions = request.query.get("permissions", "")
-    # The access token is dropped here: nothing we do needs it again.
-    link = await request.app[STORE].save_link(
-        Link(
-            guild_id=grant.guild_id,
-            guild_name=grant.guild_name or str(grant.guild_id),
-            linked_by_id=user.id,
-            linked_by_username=user.username,
-            scopes=grant.scopes,
-            permissions=int(permissions) if permissions.isdigit() else 0,
-            linked_at=datetime.now(UTC),
-            ref=accepted.ref,
+        link = await _store_link(request, accepted, params, grant)
+    except _LinkNotStored as refused:
+        return await _abandon(request, grant.guild_id, refused, retry_url)
+    except Exception:
+        log.exception("link.failed_after_exchange guild=%d", grant.guild_id)
+        return await _abandon(
+            request, grant.guild_id, _LinkNotStored(500, "Something went wrong", ""), retry_url
         )
-    )
     log.info("link.saved guild=%d user=%d", link.guild_id, link.linked_by_id)
     try:
+        # Never waits on the gateway: the bot picks the sync up in its own time.
         await request.app[LINKER].guild_linked(link)
     except Exception:
         # The link is committed; the bot picks every active link up again at start-up.
@@ -181,23 +258,85 @@ async def _complete_link(request: web.Request, accepted: AcceptedState, code: st
     return pages.render("linked.html", link=link, progress_url=progress_url)
 
 
-async def authorize_callback(request: web.Request) -> web.Response:
-    """Discord's redirect after consent: check the state, exchange the code, store the link."""
-    pages = request.app[PAGES]
-    accepted = await request.app[STATES].accept(
-        request.query.get("state"), request.cookies.get(BROWSER_COOKIE)
-    )
-    if isinstance(accepted, StateProblem):
-        log.info("link.state_refused reason=%s", accepted.name)
-        return pages.error(400, "Please start again", STATE_MESSAGES[accepted], offer_fresh_link=True)
+class _LinkNotStored(Exception):
+    """The exchange succeeded but no link may be stored; what the admin's page says."""
 
-    if "error" in request.query:
-        log.info("link.consent_declined error=%r", request.query["error"][:64])
-        return pages.render("cancelled.html")
+    def __init__(self, status: int, heading: str, message: str, *, keeps_bot: bool = False) -> None:
+        super().__init__(heading)
+        self.status = status
+        self.heading = heading
+        self.message = message
+        self.keeps_bot = keeps_bot
 
-    code = request.query.get("code")
-    if not code:
-        return pages.error(
-            400, "Missing code", "Discord's answer carried no authorization code.", offer_fresh_link=True
+
+async def _store_link(
+    request: web.Request, accepted: AcceptedState, params: CallbackParams, grant: TokenGrant
+) -> Link:
+    assert grant.guild_id is not None
+    if params.guild_hint is not None and params.guild_hint != grant.guild_id:
+        # The redirect's guild_id is only a hint; a mismatch means the URL was tampered with.
+        log.warning("link.guild_mismatch token_guild=%d redirect_guild=%d", grant.guild_id, params.guild_hint)
+        raise _LinkNotStored(
+            400, "Server mismatch", "The server in the address does not match the one Discord authorized."
         )
-    return await _complete_link(request, accepted, code)
+    try:
+        user = await request.app[OAUTH].fetch_user(grant.access_token)
+    except DiscordOAuthError as exc:
+        raise _LinkNotStored(502, "Discord did not answer", exc.public_message) from exc
+    store = request.app[STORE]
+    invite = await store.get_invite(token_hash(accepted.invite_token)) if accepted.invite_token else None
+    # The access token is dropped here: nothing we do needs it again.
+    try:
+        return await store.save_link(
+            Link(
+                guild_id=grant.guild_id,
+                guild_name=grant.guild_name or str(grant.guild_id),
+                linked_by_id=user.id,
+                linked_by_username=user.username,
+                scopes=grant.scopes,
+                permissions=params.permissions,
+                linked_at=datetime.now(UTC),
+                ref=invite.ref if invite else None,
+            ),
+            invite_hash=invite.token_hash if invite else None,
+        )
+    except InviteUnusableError as exc:
+        raise _LinkNotStored(
+            400, "This link is no longer valid", "It was used to link another server, or it has expired."
+        ) from exc
+    except RefConflictError as exc:
+        log.warning("link.ref_conflict guild=%d: linked for another ref, left unchanged", grant.guild_id)
+        raise _LinkNotStored(
+            409,
+            "Already linked",
+            "This server is already linked for another account. Nothing was changed; "
+            "ask whoever sent you this link to sort it out with us.",
+            keeps_bot=True,
+        ) from exc
+    except StoreUnavailableError as exc:
+        raise _LinkNotStored(
+            503, "Please try again in a minute", "We could not record the link right now."
+        ) from exc
+
+
+async def _abandon(
+    request: web.Request, guild_id: int, refused: _LinkNotStored, retry_url: str
+) -> web.Response:
+    """No link was stored: leave the guild (unless an earlier link keeps the bot there) and say which."""
+    store = request.app[STORE]
+    try:
+        existing = await store.get_link(guild_id)
+    except StoreUnavailableError:
+        existing = None
+    if refused.keeps_bot or (existing is not None and existing.active):
+        outcome = "Nothing was stored; the bot stays for the server's existing link."
+    elif await request.app[LINKER].guild_abandoned(guild_id):
+        outcome = "Nothing was stored, and the bot has left the server."
+    else:
+        outcome = (
+            "Nothing was stored, but the bot could not leave the server: "
+            "remove it under Server Settings > Integrations."
+        )
+    log.info("link.not_stored guild=%d status=%d bot_left=%s", guild_id, refused.status, "left" in outcome)
+    message = f"{refused.message} {outcome}".strip()
+    return request.app[PAGES].error(refused.status, refused.heading, message, retry_url=retry_url)

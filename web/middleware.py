@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from store import StoreUnavailableError
 from web.keys import PAGES
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Render aiohttp's HTTP errors and unexpected exceptions as our pages or JSON, never a traceback."""
     try:
         return await handler(request)
+    except StoreUnavailableError as exc:
+        # Nothing was half-written: each store call is one transaction. The client may simply try again.
+        log.warning("web.store_unavailable path=%s reason=%s", request.path, exc.reason)
+        message = f"We cannot record anything right now ({exc.reason}). Please try again in a minute."
+        if wants_json(request):
+            response = json_error(503, "store_unavailable", message)
+        else:
+            response = request.app[PAGES].error(503, "Please try again in a minute", message)
+        response.headers["Retry-After"] = "30"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or (exc.text and exc.content_type in ("application/json", "text/html")):
             raise

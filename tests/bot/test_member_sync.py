@@ -16,6 +16,7 @@ from main import EXIT_DISCORD_REFUSED, serve
 from sandbox import Sandbox, SandboxOptions
 from store import Member, SqliteStore, SyncPhase
 from tests.harness import browser, eventually, free_port, settings_for, started
+from tests.store.test_sqlite import a_link
 
 
 def whole_list_requests(sandbox: Sandbox, guild_id: int) -> int:
@@ -51,6 +52,9 @@ class SilentGateway:
         self._sandbox = sandbox
         self.requested = 0
 
+    def gateway_wait(self, guild_id: int) -> float:
+        return 0.0
+
     async def request_whole_list(self, guild_id: int, nonce: str) -> None:
         self.requested += 1
 
@@ -69,6 +73,7 @@ async def test_unanswered_gateway_request_falls_back_to_rest_pages(make_sandbox,
     guild = sandbox.managed_guilds()[0]
     sandbox.add_bot(guild.id)
     async with SqliteStore.open(tmp_path / "db.sqlite") as store, aiohttp.ClientSession() as session:
+        await store.save_link(a_link(guild.id))
         stale = Member(1, "left-long-ago", None, None, None, False, (), None)
         await store.upsert_members(guild.id, [stale], datetime(2020, 1, 1, tzinfo=UTC))
         gateway = SilentGateway(session, sandbox)
@@ -84,17 +89,24 @@ async def test_unanswered_gateway_request_falls_back_to_rest_pages(make_sandbox,
         assert state is not None and state.phase is SyncPhase.SYNCED and state.members_stored == count
 
 
-async def test_a_failed_sync_records_the_reason(make_sandbox, tmp_path: Path) -> None:
+async def test_a_failed_sync_is_recorded_then_retried_until_it_succeeds(make_sandbox, tmp_path: Path) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=10))
-    guild = sandbox.managed_guilds()[0]  # the bot is not in it: REST answers 403
+    guild = sandbox.managed_guilds()[0]  # the bot is not in it yet: REST answers 403
 
     async with SqliteStore.open(tmp_path / "db.sqlite") as store, aiohttp.ClientSession() as session:
-        gateway = SilentGateway(session, sandbox)
-        sync = MemberSync(store, gateway, chunk_timeout=0.1)
+        await store.save_link(a_link(guild.id))
+        sync = MemberSync(store, SilentGateway(session, sandbox), chunk_timeout=0.1, retry_first_wait=0.2)
         sync.schedule(guild.id)
+
+        async def failed() -> str:
+            state = await store.get_sync_state(guild.id)
+            return (state.error or "") if state and state.phase is SyncPhase.FAILED else ""
+
+        assert "403" in await eventually(failed, within=5)
+        sandbox.add_bot(guild.id)
         await sync.wait_idle()
         state = await store.get_sync_state(guild.id)
-    assert state is not None and state.phase is SyncPhase.FAILED and state.error
+    assert state is not None and state.phase is SyncPhase.SYNCED and state.members_stored == 11
 
 
 async def test_refused_members_intent_exits_naming_the_portal_switch(

@@ -12,7 +12,6 @@ import pytest
 
 from main import quiet_chatty_libraries
 from sandbox import Sandbox, SandboxOptions
-from store import PendingState
 from tests.harness import (
     browser,
     eventually,
@@ -23,7 +22,7 @@ from tests.harness import (
     token_requests,
     world,
 )
-from web.states import BROWSER_COOKIE, browser_hash
+from web.states import BROWSER_COOKIE, StateKeeper
 
 
 async def test_whole_flow_stores_the_link_and_the_bot_holds_the_guild(make_sandbox, tmp_path: Path) -> None:
@@ -101,15 +100,12 @@ async def test_expired_state_is_refused(make_sandbox, tmp_path: Path) -> None:
     async with world(sandbox, tmp_path) as w:
         running, b = w.running, w.browser
         browser_id = "b" * 43
-        old = datetime.now(UTC) - timedelta(minutes=11)
-        await running.store.add_pending_state(
-            PendingState("expired-state", browser_hash(browser_id), old, old + timedelta(minutes=10)),
-            limit=100,
-        )
+        keeper = StateKeeper(running.settings.client_secret, running.store)
+        old = keeper.issue(browser_id, now=(datetime.now(UTC) - timedelta(minutes=11)).timestamp())
         b.session.cookie_jar.update_cookies(
             {BROWSER_COOKIE: browser_id}, response_url=aiohttp.client.URL(running.web_url)
         )
-        status, page = await b.callback(f"{running.web_url}/authorize-discord?code=abc&state=expired-state")
+        status, page = await b.callback(f"{running.web_url}/authorize-discord?code=abc&state={old}")
         assert status == 400 and "expired" in page
         assert token_requests(sandbox) == 0
 
