@@ -25,7 +25,7 @@ from config import (
     parse_settings,
     read_environment,
 )
-from store import Store, open_store, sqlite_path
+from store import Store, StoreUnavailableError, open_store, sqlite_path
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
 from web.tls import server_ssl_context
@@ -34,6 +34,7 @@ log = logging.getLogger("guildlink")
 
 EXIT_SETTINGS = 2
 EXIT_DISCORD_REFUSED = 3
+EXIT_DATABASE = 4
 SANDBOX_DATABASE_URL = "sqlite:///data/sandbox.db"
 
 
@@ -114,6 +115,18 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    try:
+        return await _serve_until_stopped(settings, stop)
+    except StoreUnavailableError as exc:
+        print(
+            f"guildlink: cannot use the database {settings.database_url}: {exc.reason}; make the file and its"
+            " folder writable and free some disk space, or set DATABASE_URL to another file.",
+            file=sys.stderr,
+        )
+        return EXIT_DATABASE
+
+
+async def _serve_until_stopped(settings: Settings, stop: asyncio.Event) -> int:
     async with run_guildlink(settings) as running:
         log.info("guildlink.started web=%s", running.web_url)
         log.info("Share this link with server admins: %s/link", settings.public_base_url)

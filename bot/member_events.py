@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,9 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.payloads import member_from_payload
-from store import Member, Store
+from store import Member, Store, StoreUnavailableError
 
 log = logging.getLogger(__name__)
+
+# A write the database refused (full disk, read-only for a moment) is tried again after these waits, growing
+# to the last; the event is never dropped, and those queued behind it wait, so the order holds.
+RETRY_WAITS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SHUTDOWN_DRAIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +46,14 @@ class MemberEventWriter:
         self._task = asyncio.create_task(self._write_forever())
 
     async def close(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued (for up to SHUTDOWN_DRAIN_SECONDS), then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        try:
+            await asyncio.wait_for(self._queue.join(), SHUTDOWN_DRAIN_SECONDS)
+        except TimeoutError:
+            # The database is refusing writes; the next start's full resync reconciles what is left.
+            log.warning("members.events_unwritten_at_shutdown count=%d", self._queue.qsize())
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
@@ -63,11 +73,25 @@ class MemberEventWriter:
         while True:
             event = await self._queue.get()
             try:
+                await self._write_until_stored(event)
+            finally:
+                self._queue.task_done()
+
+    async def _write_until_stored(self, event: _Upsert | _Remove) -> None:
+        for attempt in itertools.count(1):
+            try:
                 if isinstance(event, _Upsert):
                     await self._store.upsert_members(event.guild_id, [event.member], datetime.now(UTC))
                 else:
                     await self._store.remove_member(event.guild_id, event.user_id)
-            except Exception:
-                log.exception("members.event_write_failed guild=%d", event.guild_id)
-            finally:
-                self._queue.task_done()
+                return
+            except StoreUnavailableError as exc:
+                wait = RETRY_WAITS[min(attempt, len(RETRY_WAITS)) - 1]
+                log.warning(
+                    "members.event_write_retry guild=%d attempt=%d wait=%.1f reason=%s",
+                    event.guild_id,
+                    attempt,
+                    wait,
+                    exc.reason,
+                )
+                await asyncio.sleep(wait)

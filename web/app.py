@@ -49,7 +49,7 @@ def create_app(
     app[BOT_STATUS] = bot_status
     app[PAGES] = Pages()
     app[STATES] = StateKeeper(settings.client_secret, store)
-    app[RATE_LIMIT] = rate_limit or ClientRateLimiter()
+    app[RATE_LIMIT] = rate_limit if rate_limit is not None else ClientRateLimiter()
     app[DATABASE_PROBE] = DatabaseProbe(store)
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
