@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from printable import printable
 from web.keys import PAGES
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         return request.app[PAGES].error(exc.status, exc.reason, "There is nothing here.")
     except Exception:
-        # The path, never the query: the callback's query holds the code.
-        log.exception("web.unhandled_error method=%s path=%s", request.method, request.path)
+        # The path, never the query: the callback's query holds the code. Escaped, as in the access log.
+        log.exception(
+            "web.unhandled_error method=%s path=%s", printable(request.method), printable(request.path)
+        )
         if wants_json(request):
             return json_error(500, "internal_error", "Something went wrong on our side.")
         return request.app[PAGES].error(
