@@ -28,6 +28,7 @@ from config import (
 from store import Store, open_store, sqlite_path
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
+from web.malformed_requests import quiet_malformed_requests
 from web.tls import server_ssl_context
 
 log = logging.getLogger("guildlink")
@@ -44,6 +45,7 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     quiet_chatty_libraries(level)
+    quiet_malformed_requests()
 
 
 CHATTY_LIBRARIES = ("discord", "aiosqlite")
