@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from printable import printable
-from web.keys import PAGES
+from web.keys import PAGES, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,18 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
 }
+# Only when we serve HTTPS ourselves. No includeSubDomains (nor preload): the operator's other hosts under
+# this name are not ours to know, and the header would lock browsers out of any that still speak only HTTP.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare hook: also covers static files and error responses."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    # config_dict, not app: under a sub-app, request.app may be the sub-app, which holds no settings.
+    if request.config_dict[SETTINGS].serves_https:
+        response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
 
 
 def wants_json(request: web.Request) -> bool:
