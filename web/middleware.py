@@ -27,6 +27,8 @@ SECURITY_HEADERS = {
 # Only when we serve HTTPS ourselves. No includeSubDomains (nor preload): the operator's other hosts under
 # this name are not ours to know, and the header would lock browsers out of any that still speak only HTTP.
 STRICT_TRANSPORT_SECURITY = "max-age=31536000"
+# In place of aiohttp's "Python/3.x aiohttp/3.y": versions only help whoever scans for known holes.
+SERVER = "guildlink"
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -36,6 +38,7 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     # config_dict, not app: under a sub-app, request.app may be the sub-app, which holds no settings.
     if request.config_dict[SETTINGS].serves_https:
         response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
+    response.headers["Server"] = SERVER
 
 
 def wants_json(request: web.Request) -> bool:

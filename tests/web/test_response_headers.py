@@ -44,3 +44,10 @@ async def test_plain_http_responses_carry_no_hsts(make_sandbox, tmp_path: Path) 
         assert w.running.web_url.startswith("http://")
         for headers in await _headers_of_every_kind(w.browser):
             assert "Strict-Transport-Security" not in headers
+
+
+async def test_server_header_names_guildlink_without_versions(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with world(sandbox, tmp_path, ready=False) as w:
+        for headers in await _headers_of_every_kind(w.browser):
+            assert headers.getall("Server") == ["guildlink"]
