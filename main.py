@@ -25,9 +25,11 @@ from config import (
     parse_settings,
     read_environment,
 )
+from printable import printable
 from store import Store, StoreUnavailableError, open_store, sqlite_path
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
+from web.malformed_requests import quiet_malformed_requests
 from web.tls import server_ssl_context
 
 log = logging.getLogger("guildlink")
@@ -45,6 +47,7 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     quiet_chatty_libraries(level)
+    quiet_malformed_requests()
 
 
 CHATTY_LIBRARIES = ("discord", "aiosqlite")
@@ -189,15 +192,17 @@ async def serve_with_sandbox(env: dict[str, str], *, members: int, guilds: int) 
 
 async def print_status(database_url: str) -> int:
     """The operator's view: linked guilds, sync state and member counts, without starting the bot."""
+    # Every text field is escaped: guild names and sync errors come from Discord, so from anyone who can
+    # name a server, and an ESC or a newline in them would reach the operator's terminal as is.
     if not database_url.startswith("sqlite:///"):
         print(
-            f"guildlink: DATABASE_URL must be a sqlite:/// URL for now, not {database_url.split(':')[0]}.",
+            f"guildlink: DATABASE_URL must be a sqlite:/// URL for now, not {printable(database_url.split(':')[0])}.",
             file=sys.stderr,
         )
         return EXIT_SETTINGS
     if not sqlite_path(database_url).is_file():
         print(
-            f"No database at {sqlite_path(database_url)}: no guild is linked yet (or DATABASE_URL points elsewhere)."
+            f"No database at {printable(str(sqlite_path(database_url)))}: no guild is linked yet (or DATABASE_URL points elsewhere)."
         )
         return 0
     async with open_store(database_url) as store:
@@ -209,14 +214,16 @@ async def print_status(database_url: str) -> int:
         for link in links:
             sync = await store.get_sync_state(link.guild_id)
             members = await store.count_members(link.guild_id)
-            phase = sync.phase.value if sync else "pending"
-            synced_at = sync.synced_at.isoformat(timespec="seconds") if sync and sync.synced_at else "-"
+            phase = printable(sync.phase.value if sync else "pending")
+            synced_at = printable(
+                sync.synced_at.isoformat(timespec="seconds") if sync and sync.synced_at else "-"
+            )
             print(
                 f"{link.guild_id:<20} {'yes' if link.active else 'no':<6} {phase:<8} {members:>9,}  {synced_at:<25} "
-                f"{link.guild_name}"
+                f"{printable(link.guild_name)}"
             )
             if sync and sync.error:
-                print(f"{'':<20} error: {sync.error}")
+                print(f"{'':<20} error: {printable(sync.error)}")
     return 0
 
 

@@ -7,8 +7,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from printable import printable
 from store import StoreUnavailableError
-from web.keys import PAGES
+from web.keys import PAGES, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,21 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
 }
+# Only when we serve HTTPS ourselves. No includeSubDomains (nor preload): the operator's other hosts under
+# this name are not ours to know, and the header would lock browsers out of any that still speak only HTTP.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
+# In place of aiohttp's "Python/3.x aiohttp/3.y": versions only help whoever scans for known holes.
+SERVER = "guildlink"
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare hook: also covers static files and error responses."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    # config_dict, not app: under a sub-app, request.app may be the sub-app, which holds no settings.
+    if request.config_dict[SETTINGS].serves_https:
+        response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
+    response.headers["Server"] = SERVER
 
 
 def wants_json(request: web.Request) -> bool:
@@ -62,8 +72,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         return request.app[PAGES].error(exc.status, exc.reason, "There is nothing here.")
     except Exception:
-        # The path, never the query: the callback's query holds the code.
-        log.exception("web.unhandled_error method=%s path=%s", request.method, request.path)
+        # The path, never the query: the callback's query holds the code. Escaped, as in the access log.
+        log.exception(
+            "web.unhandled_error method=%s path=%s", printable(request.method), printable(request.path)
+        )
         if wants_json(request):
             return json_error(500, "internal_error", "Something went wrong on our side.")
         return request.app[PAGES].error(

@@ -1,0 +1,53 @@
+"""Headers on every kind of response: pages, redirects, static files, errors and the JSON API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multidict import CIMultiDictProxy
+
+from sandbox import Sandbox, SandboxOptions
+from tests.harness import Browser, browser, free_port, settings_for, started, world
+
+# A page, a redirect, a static file, a 404 page, a 405 page, a JSON 401.
+REQUESTS = [
+    ("GET", "/", 200),
+    ("GET", "/link", 302),
+    ("GET", "/static/style.css", 200),
+    ("GET", "/no-such-page", 404),
+    ("POST", "/", 405),
+    ("GET", "/api/guilds/1/members", 401),
+]
+
+
+async def _headers_of_every_kind(b: Browser) -> list[CIMultiDictProxy[str]]:
+    headers = []
+    for method, path, status in REQUESTS:
+        async with b.session.request(method, b.web_url + path, allow_redirects=False) as response:
+            assert response.status == status, (method, path)
+            headers.append(response.headers)
+    return headers
+
+
+async def test_https_responses_carry_hsts_without_include_subdomains(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    settings = settings_for(sandbox, tmp_path, port=free_port(), https=True)
+    async with started(settings, ready=False) as running, browser(sandbox, running) as b:
+        assert running.web_url.startswith("https://")
+        for headers in await _headers_of_every_kind(b):
+            assert headers.getall("Strict-Transport-Security") == ["max-age=31536000"]
+
+
+async def test_plain_http_responses_carry_no_hsts(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with world(sandbox, tmp_path, ready=False) as w:
+        assert w.running.web_url.startswith("http://")
+        for headers in await _headers_of_every_kind(w.browser):
+            assert "Strict-Transport-Security" not in headers
+
+
+async def test_server_header_names_guildlink_without_versions(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with world(sandbox, tmp_path, ready=False) as w:
+        for headers in await _headers_of_every_kind(w.browser):
+            assert headers.getall("Server") == ["guildlink"]
