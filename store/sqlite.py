@@ -22,8 +22,8 @@ from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)
 
-# A failed write keeps the store "not writable" for /readyz this long unless a later write succeeds:
-# a small probe can squeeze into a full disk's last pages while a chunk of members cannot.
+# A failed write keeps the store "not writable" for /readyz this long, unless a write of members succeeds
+# since: a probe or a sync state can squeeze into a full disk's last pages while a chunk of members cannot.
 WRITE_FAILURE_MEMORY = 60.0
 
 
@@ -144,7 +144,6 @@ class SqliteStore:
             except StoreUnavailableError as exc:
                 self._note_write(exc)
                 raise
-            self._note_write(None)
 
     @asynccontextmanager
     async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
@@ -163,7 +162,6 @@ class SqliteStore:
             except StoreUnavailableError as exc:
                 self._note_write(exc)
                 raise
-            self._note_write(None)
 
     async def _rollback(self) -> None:
         # A failed COMMIT (disk full) may have rolled back already; then there is nothing to undo.
@@ -435,6 +433,7 @@ class SqliteStore:
                 await self._add_to_member_count(db, guild_id, added)
             if progress is not None:
                 await self._write_sync_state(db, progress)
+        self._note_write(None)
         return len(rows)
 
     @staticmethod
