@@ -591,6 +591,9 @@ class Fuzzer:
         self.figures["requests_tried"] += 1
         self.statuses[answer.status] += 1
         request = f"{method} {target}"
+        if body is not None:
+            content_type = (headers or {}).get("Content-Type", "no Content-Type")
+            request += f" with body {shorten(repr(body), 80)} ({content_type})"
         if answer.status == 0:
             self.figures["unanswered"] += 1
             self.violate(route, "no answer", request, answer)
