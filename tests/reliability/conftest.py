@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
+from tests.reliability.processes import Processes, process_owner
 from tests.reliability.report import ReliabilityReport
 
 _REPORT = pytest.StashKey[ReliabilityReport]()
@@ -23,3 +27,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def report(request: pytest.FixtureRequest) -> ReliabilityReport:
     """The session's report: `report.count(section, figure)`, `report.fact(section, figure, value)`."""
     return request.config.stash[_REPORT]
+
+
+@pytest.fixture
+async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
+    """Starts guildlink and sandbox processes (logs in `tmp_path`); ends each one at teardown, pass or fail."""
+    async with process_owner(tmp_path) as owner:
+        yield owner
