@@ -55,12 +55,16 @@ async def test_500_simultaneous_link_flows_are_all_answered_stored_and_synced(
     guildlink = await processes.start_guildlink(sandbox, port=port, database=db.path)
     guild_ids = {g.id for g in sandbox.guilds}
 
-    async def flow(guild_id: int) -> FlowResult:
-        browser = Browser(processes.new_session(timeout=FLOW_TIMEOUT), guildlink.web_url, sandbox)
-        return await browser.link(guild_id)
+    async def flow(index: int, guild_id: int) -> FlowResult:
+        # 500 admins are 500 clients: each browser comes from its own loopback address.
+        address = f"127.0.{10 + index // 250}.{1 + index % 250}"
+        session = processes.new_session(timeout=FLOW_TIMEOUT, local_address=address)
+        return await Browser(session, guildlink.web_url, sandbox).link(guild_id)
 
     started = time.monotonic()
-    outcomes = await asyncio.gather(*(flow(g) for g in sorted(guild_ids)), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(flow(index, g) for index, g in enumerate(sorted(guild_ids))), return_exceptions=True
+    )
     flows_seconds = time.monotonic() - started
     results = [o for o in outcomes if isinstance(o, FlowResult)]
     failures = Counter(str(o)[:160] for o in outcomes if isinstance(o, BaseException))
