@@ -66,6 +66,10 @@ class Settings:
     api_token: Secret | None = None
     log_level: str = "INFO"
     data_dir: Path = Path("data")
+    # None: Discord's recommended count (GET /gateway/bot), every shard in this process.
+    shard_count: int | None = None
+    # None: every shard of shard_count; else just these (a fleet splits them between processes).
+    shard_ids: tuple[int, ...] | None = None
 
     @property
     def api_base_url(self) -> str:
@@ -208,6 +212,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             "API_TOKEN is too short: use at least 32 random characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
         )
 
+    shard_count, shard_ids = _shard_settings(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
+
     if problems:
         raise SettingsError(problems)
     return Settings(
@@ -226,7 +232,35 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         api_token=Secret(api_token) if api_token else None,
         log_level=log_level,
         data_dir=Path(get("DATA_DIR", "data") or "data"),
+        shard_count=shard_count,
+        shard_ids=shard_ids,
     )
+
+
+def _shard_settings(
+    raw_count: str | None, raw_ids: str | None, problems: list[str]
+) -> tuple[int | None, tuple[int, ...] | None]:
+    """SHARD_COUNT and SHARD_IDS (e.g. 8 and 0,1,2,3): both unset, SHARD_COUNT alone, or both."""
+    count = (
+        None
+        if raw_count is None
+        else _int_setting(raw_count, "SHARD_COUNT", problems, minimum=1, maximum=65535)
+    )
+    if raw_ids is None:
+        return count, None
+    if count is None:
+        problems.append("SHARD_IDS needs SHARD_COUNT: the total number of shards across every process.")
+        return None, None
+    parts = [part.strip() for part in raw_ids.split(",")]
+    if not all(part.isascii() and part.isdigit() and len(part) <= 5 for part in parts):
+        problems.append(
+            f"SHARD_IDS must be shard numbers separated by commas, such as 0,1,2,3, not {raw_ids!r}."
+        )
+        return count, None
+    ids = tuple(sorted({int(part) for part in parts}))
+    if ids[-1] >= count:
+        problems.append(f"SHARD_IDS must be between 0 and {count - 1} (SHARD_COUNT is {count}).")
+    return count, ids
 
 
 def _int_setting(

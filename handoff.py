@@ -22,13 +22,24 @@ class GuildLinker(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ShardStatus:
+    """One gateway connection of this process."""
+
+    shard_id: int
+    state: str
+    latency_ms: float | None
+    guild_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class BotStatus:
-    """What /readyz reports about the gateway session."""
+    """What /readyz reports about the gateway sessions: ready only when every shard of this process is."""
 
     ready: bool
     state: str
     latency_ms: float | None
     guild_count: int
+    shards: tuple[ShardStatus, ...] = ()
 
 
 class BotStatusSource(Protocol):

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import discord
-from aiohttp import web
 
-from bot.client import GuildlinkBot
-from bot.member_sync import MEMBER_LIST_COOLDOWN
 from config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIRECT_URI,
@@ -25,12 +20,10 @@ from config import (
     parse_settings,
     read_environment,
 )
+from lifecycle import run_guildlink
 from printable import printable
-from store import Store, StoreUnavailableError, open_store, sqlite_path
-from web.access_log import PathOnlyAccessLogger
-from web.app import create_app
+from store import StoreUnavailableError, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
-from web.tls import server_ssl_context
 
 log = logging.getLogger("guildlink")
 
@@ -61,55 +54,6 @@ def quiet_chatty_libraries(level: str) -> None:
     """
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
-
-
-@dataclass
-class Running:
-    """A started guildlink: what tests and the command line need to reach."""
-
-    settings: Settings
-    store: Store
-    bot: GuildlinkBot
-    bot_task: asyncio.Task[None]
-    web_url: str
-
-
-@contextlib.asynccontextmanager
-async def run_guildlink(
-    settings: Settings, *, member_list_cooldown: float = MEMBER_LIST_COOLDOWN
-) -> AsyncIterator[Running]:
-    """Start store, web server and bot; on exit close them in reverse order (bot, web, store)."""
-    ssl_context = server_ssl_context(settings)
-    async with open_store(settings.database_url) as store:
-        bot = GuildlinkBot(settings, store, member_list_cooldown=member_list_cooldown)
-        app = create_app(settings, store, linker=bot.links, bot_status=bot)
-        runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, settings.web_host, settings.web_port, ssl_context=ssl_context)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            scheme = "https" if ssl_context else "http"
-            web_url = f"{scheme}://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"
-            async with bot:
-                bot_task = asyncio.create_task(bot.start(settings.bot_token.reveal()), name="discord-bot")
-                try:
-                    yield Running(settings, store, bot, bot_task, web_url)
-                finally:
-                    await bot.close()
-                    await _finish(bot_task)
-        finally:
-            await runner.cleanup()
-
-
-async def _finish(bot_task: asyncio.Task[None]) -> None:
-    """Wait briefly for the closed bot's task; its outcome was read already, or no longer matters."""
-    try:
-        await asyncio.wait_for(asyncio.shield(bot_task), timeout=5)
-    except (asyncio.CancelledError, TimeoutError):
-        bot_task.cancel()
-    except Exception as exc:
-        log.debug("guildlink.bot_task_ended_during_shutdown error=%s", type(exc).__name__)
 
 
 async def serve(settings: Settings) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import discord
 
 from bench.common import peak_rss_mb
 from bot.client import GuildlinkBot, bot_intents
-from bot.discord_endpoint import use_gateway_of, use_rest_base
+from bot.discord_internals import discord_endpoint, use_gateway_url
 from config import parse_settings
 from store import Link, open_store
 
@@ -29,7 +31,6 @@ def cpu_seconds() -> float:
 
 async def bare(sandbox: dict[str, Any], guild_id: int) -> dict[str, Any]:
     """discord.py alone: members intent, member cache off, `guild.chunk(cache=False)` and nothing else."""
-    use_rest_base(sandbox["base_url"])
     result: dict[str, Any] = {}
     client = discord.Client(
         intents=bot_intents(),
@@ -48,11 +49,19 @@ async def bare(sandbox: dict[str, Any], guild_id: int) -> dict[str, Any]:
         )
         await client.close()
 
-    await client.login(sandbox["bot_token"])
-    await use_gateway_of(client.http)
-    async with client:
-        await client.connect()
+    with discord_endpoint(sandbox["base_url"]):
+        await client.login(sandbox["bot_token"])
+        _, url, _ = await client.http.get_bot_gateway()
+        use_gateway_url(url)
+        async with client:
+            await client.connect()
     return result
+
+
+@contextlib.asynccontextmanager
+async def _endpoint(base_url: str) -> AsyncIterator[None]:
+    with discord_endpoint(base_url):
+        yield
 
 
 async def ours(sandbox: dict[str, Any], guild_id: int, folder: Path) -> dict[str, Any]:
@@ -67,7 +76,7 @@ async def ours(sandbox: dict[str, Any], guild_id: int, folder: Path) -> dict[str
             "DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
         }
     )
-    async with open_store(settings.database_url) as store:
+    async with open_store(settings.database_url) as store, _endpoint(sandbox["base_url"]):
         bot = GuildlinkBot(settings, store)
         async with bot:
             task = asyncio.create_task(bot.start(settings.bot_token.reveal()))

@@ -1,4 +1,4 @@
-"""The discord.py client: Server Members intent, presence, and the wiring of member sync and link events."""
+"""The discord.py client: sharded, Server Members intent, presence, and the wiring of member sync and link events."""
 
 from __future__ import annotations
 
@@ -8,15 +8,22 @@ from typing import Any, TypeVar
 
 import discord
 
-from bot.discord_endpoint import use_gateway_of, use_rest_base
-from bot.discord_internals import gateway_socket_open, parser_table, unanswered_heartbeat_seconds
+from bot.discord_internals import (
+    parser_table,
+    socket_open,
+    unanswered_heartbeat_seconds,
+    use_gateway_url,
+    websocket_of_guild,
+    websocket_of_shard,
+)
 from bot.gateway_budget import GatewayBudget
+from bot.identify import IDENTIFY_INTERVAL, IdentifyPacer
 from bot.linking import LinkedGuilds
 from bot.member_events import MemberEventWriter
 from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from config import Settings
-from handoff import BotStatus
+from handoff import BotStatus, ShardStatus
 from store import Store
 
 log = logging.getLogger(__name__)
@@ -35,17 +42,24 @@ def bot_intents() -> discord.Intents:
     return intents
 
 
-class GuildlinkBot(discord.Client):
-    """Holds the gateway session; the store, not discord.py's cache, keeps the members."""
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's rule: the shard that carries a guild."""
+    return (guild_id >> 22) % shard_count
+
+
+class GuildlinkBot(discord.AutoShardedClient):
+    """Holds the gateway sessions (shards); the store, not discord.py's cache, keeps the members.
+
+    With no SHARD_COUNT it runs Discord's recommended count; with SHARD_COUNT and SHARD_IDS, just those.
+    """
 
     def __init__(
         self,
         settings: Settings,
         store: Store,
         *,
-        shard_id: int | None = None,
-        shard_count: int | None = None,
         member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
+        identify_interval: float = IDENTIFY_INTERVAL,
     ) -> None:
         super().__init__(
             intents=bot_intents(),
@@ -53,14 +67,18 @@ class GuildlinkBot(discord.Client):
             # (its own whole-list request would spend the one we may make every 30 s).
             member_cache_flags=discord.MemberCacheFlags.none(),
             chunk_guilds_at_startup=False,
-            shard_id=shard_id,
-            shard_count=shard_count,
+            shard_count=settings.shard_count,
             status=discord.Status.online,
         )
+        # Only when set (discord.py reads it at launch): its typed options have no "None" for shard_ids.
+        if settings.shard_ids is not None:
+            self.shard_ids = list(settings.shard_ids)
         self.settings = settings
         self.store = store
-        # One connection, one budget for the commands we send on it (op 8 and presence).
-        self.gateway_budget = GatewayBudget()
+        # One budget per connection for the commands we send on it (op 8 and presence).
+        self._budgets: dict[int, GatewayBudget] = {}
+        self.identify_pacer = IdentifyPacer(interval=identify_interval)
+        self._ready_shards: set[int] = set()
         self.presence = MergedPresence(self._send_presence)
         self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown)
         self.links = LinkedGuilds(
@@ -119,11 +137,15 @@ class GuildlinkBot(discord.Client):
     # Life cycle
 
     async def login(self, token: str) -> None:
-        if not self.settings.uses_default_discord:
-            use_rest_base(self.settings.discord_base_url)
         await super().login(token)
+        _, url, limits = await self.http.get_bot_gateway()
+        self.identify_pacer.max_concurrency = int(limits.get("max_concurrency", 1))
         if not self.settings.uses_default_discord:
-            await use_gateway_of(self.http)
+            use_gateway_url(url)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # discord.py's default sleeps 5 s before every IDENTIFY but the first, bucket or not.
+        await self.identify_pacer.wait_turn(shard_id or 0)
 
     async def setup_hook(self) -> None:
         await self.links.load()
@@ -159,8 +181,14 @@ class GuildlinkBot(discord.Client):
 
     async def on_ready(self) -> None:
         assert self.user is not None
-        log.info("bot.ready user=%d guilds=%d shard=%s", self.user.id, len(self.guilds), self.shard_id)
-        await self.links.forget_missing({guild.id for guild in self.guilds}, self._on_this_shard)
+        log.info("bot.ready user=%d guilds=%d shards=%s", self.user.id, len(self.guilds), sorted(self.shards))
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """A fresh session of one shard (READY and its guilds): reconcile that shard's links, show the presence."""
+        self._ready_shards.add(shard_id)
+        held = {guild.id for guild in self.guilds if guild.shard_id == shard_id}
+        log.info("bot.shard_ready shard=%d guilds=%d", shard_id, len(held))
+        await self.links.forget_missing(held, lambda guild_id: self.shard_of(guild_id) == shard_id)
         # A fresh session shows no activity until we send it again.
         self.presence.forget_shown()
         self.update_presence()
@@ -178,10 +206,11 @@ class GuildlinkBot(discord.Client):
 
     # Helpers
 
-    def _on_this_shard(self, guild_id: int) -> bool:
-        if self.shard_count is None or self.shard_id is None:
-            return True
-        return (guild_id >> 22) % self.shard_count == self.shard_id
+    def shard_of(self, guild_id: int) -> int:
+        return shard_of(guild_id, self.shard_count or 1)
+
+    def _budget(self, shard_id: int) -> GatewayBudget:
+        return self._budgets.setdefault(shard_id, GatewayBudget())
 
     def _member_count_of(self, guild_id: int) -> int | None:
         guild = self.get_guild(guild_id)
@@ -205,22 +234,23 @@ class GuildlinkBot(discord.Client):
         self.presence.want(f"{count} linked server{'s' if count != 1 else ''}")
 
     async def _send_presence(self, text: str) -> None:
-        if not self.is_ready() or self.ws is None:
-            return
-        await self.gateway_budget.acquire()
         activity = discord.Activity(type=discord.ActivityType.watching, name=text)
-        await self.change_presence(status=discord.Status.online, activity=activity)
+        # One command per shard, each within its own connection's budget.
+        for shard_id in sorted(self._ready_shards):
+            await self._budget(shard_id).acquire()
+            await self.change_presence(status=discord.Status.online, activity=activity, shard_id=shard_id)
 
     # ChunkRequester, for MemberSync
 
     def gateway_wait(self, guild_id: int) -> float:
-        return self.gateway_budget.wait_estimate()
+        return self._budget(self.shard_of(guild_id)).wait_estimate()
 
     async def request_whole_list(self, guild_id: int, nonce: str) -> None:
-        await self.gateway_budget.acquire()
-        if self.ws is None or self.is_closed():
-            raise ConnectionError("no gateway session")
-        await self.ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
+        await self._budget(self.shard_of(guild_id)).acquire()
+        ws = websocket_of_guild(self, guild_id)
+        if ws is None or self.is_closed() or not socket_open(ws):
+            raise ConnectionError("no gateway session for the guild's shard")
+        await ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
 
     async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
         return await self.http.get_members(guild_id, REST_PAGE_SIZE, after or None)
@@ -228,20 +258,42 @@ class GuildlinkBot(discord.Client):
     # BotStatusSource, for /readyz
 
     def bot_status(self) -> BotStatus:
+        shards = tuple(self._shard_status(shard_id) for shard_id in self._own_shard_ids())
         if self.is_closed():
             state = "closed"
-        elif not self.is_ready():
+        elif not shards:
             state = "connecting"
-        elif not gateway_socket_open(self):
-            state = "reconnecting"
-        elif unanswered_heartbeat_seconds(self) > HEARTBEAT_ACK_GRACE:
-            state = "not answering heartbeats"
         else:
-            state = "ready"
-        latency = self.latency
+            state = next((s.state for s in shards if s.state != "ready"), "ready")
+        latencies = [s.latency_ms for s in shards if s.latency_ms is not None]
         return BotStatus(
             ready=state == "ready",
             state=state,
-            latency_ms=round(latency * 1000, 1) if latency == latency and latency != float("inf") else None,
+            latency_ms=round(sum(latencies) / len(latencies), 1) if latencies else None,
             guild_count=len(self.guilds),
+            shards=shards,
+        )
+
+    def _own_shard_ids(self) -> list[int]:
+        if self.settings.shard_ids is not None:
+            return list(self.settings.shard_ids)
+        return list(range(self.shard_count)) if self.shard_count else []
+
+    def _shard_status(self, shard_id: int) -> ShardStatus:
+        ws = websocket_of_shard(self, shard_id)
+        info = self.get_shard(shard_id)
+        if info is None or shard_id not in self._ready_shards:
+            state = "connecting"
+        elif info.is_closed() or not socket_open(ws):
+            state = "reconnecting"
+        elif unanswered_heartbeat_seconds(ws) > HEARTBEAT_ACK_GRACE:
+            state = "not answering heartbeats"
+        else:
+            state = "ready"
+        latency = info.latency if info is not None else float("nan")
+        return ShardStatus(
+            shard_id=shard_id,
+            state=state,
+            latency_ms=round(latency * 1000, 1) if latency == latency and latency != float("inf") else None,
+            guild_count=sum(1 for guild in self.guilds if guild.shard_id == shard_id),
         )

@@ -1,12 +1,38 @@
-"""Every use of discord.py's private attributes, each with why no public API serves (discord.py 2.7.1, pinned)."""
+"""Every use of discord.py's private or undocumented parts, each with why no public API serves (discord.py 2.7.1, pinned)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+
+@contextlib.contextmanager
+def discord_endpoint(base_url: str | None) -> Iterator[None]:
+    """Point discord.py's REST (and, via `use_gateway_url`, its gateway) at `base_url`; restore both on exit.
+
+    discord.py has no per-client base URL: `Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` are class
+    attributes it reads for every client. One process talks to one Discord, and restoring them on exit keeps
+    one test's sandbox from leaking into the next.
+    """
+    saved_base, saved_gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    if base_url is not None:
+        Route.BASE = f"{base_url}/api/v10"
+    try:
+        yield
+    finally:
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved_base, saved_gateway
+
+
+def use_gateway_url(url: str) -> None:
+    """Dial `url` for every shard: discord.py uses DEFAULT_GATEWAY when the shard count is given."""
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
 
 
 def parser_table(client: discord.Client) -> dict[str, Callable[[Any], None]]:
@@ -18,28 +44,43 @@ def parser_table(client: discord.Client) -> dict[str, Callable[[Any], None]]:
     return client._connection.parsers
 
 
-def unanswered_heartbeat_seconds(client: discord.Client) -> float:
-    """How long the last heartbeat has waited for its ACK (0 once answered, or with no session).
+def websocket_of_guild(client: discord.Client, guild_id: int) -> DiscordWebSocket | None:
+    """The shard connection that carries `guild_id`, to send it an op 8 within our own command budget.
 
-    `Client.latency` only changes when an ACK arrives, so a silent Discord keeps showing the last good
-    latency; the keep-alive thread's send and ACK times are the only record of a heartbeat left unanswered.
+    `Guild.chunk()` is the public way, but it needs the guild object, waits on discord.py's own chunk
+    collector (which a RATE_LIMITED answer leaves hanging) and builds Member objects we do not keep.
     """
-    ws = client.ws
+    try:
+        return client._get_websocket(guild_id)
+    except (KeyError, AttributeError):
+        return None
+
+
+def websocket_of_shard(client: discord.AutoShardedClient, shard_id: int) -> DiscordWebSocket | None:
+    """A shard's connection: `ShardInfo` exposes its latency and closed state, not its keep-alive."""
+    info = client.get_shard(shard_id)
+    return getattr(info._parent, "ws", None) if info is not None else None
+
+
+def socket_open(ws: DiscordWebSocket | None) -> bool:
+    """Whether the connection's WebSocket is open right now.
+
+    `Client.is_ready()` stays true while discord.py reconnects after a drop (it keeps READY's cache), and
+    the public on_disconnect event arrives as a task that may still be pending at shutdown.
+    """
+    socket = getattr(ws, "socket", None) if ws is not None else None
+    return socket is not None and not socket.closed
+
+
+def unanswered_heartbeat_seconds(ws: DiscordWebSocket | None) -> float:
+    """How long the connection's last heartbeat has waited for its ACK (0 once answered, or with no session).
+
+    `latency` only changes when an ACK arrives, so a silent Discord keeps showing the last good latency;
+    the keep-alive thread's send and ACK times are the only record of a heartbeat left unanswered.
+    """
     keep_alive = getattr(ws, "_keep_alive", None) if ws is not None else None
     if keep_alive is None:
         return 0.0
     last_send: float = keep_alive._last_send
     last_ack: float = keep_alive._last_ack
     return 0.0 if last_ack >= last_send else time.perf_counter() - last_send
-
-
-def gateway_socket_open(client: discord.Client) -> bool:
-    """Whether the gateway's WebSocket is open right now.
-
-    `Client.is_ready()` stays true while discord.py reconnects after a drop (it keeps READY's cache), and the
-    public on_connect/on_disconnect events arrive as tasks that may still be pending at shutdown; the
-    current DiscordWebSocket's `socket` is where the connection's state is.
-    """
-    ws = client.ws
-    socket = getattr(ws, "socket", None) if ws is not None else None
-    return socket is not None and not socket.closed

@@ -46,6 +46,11 @@ class SandboxOptions:
     requires_code_grant: bool = True
     members_intent_enabled: bool = True
     member_list_cooldown: float = 30.0
+    # Discord's own limits on sessions: a session may hold this many guilds (else 4011), and IDENTIFY goes
+    # at most once per identify_interval per max_concurrency bucket (else op 9). Lower them in tests.
+    max_guilds_per_session: int = 2500
+    identify_interval: float = 5.0
+    max_concurrency: int = 1
     seed: int = 1
     host: str = "127.0.0.1"
     port: int = 0

@@ -56,6 +56,9 @@ class GatewaySettings(Protocol):
 
     members_intent_enabled: bool
     member_list_cooldown: float
+    max_guilds_per_session: int
+    identify_interval: float
+    max_concurrency: int
 
 
 @dataclass
@@ -202,6 +205,8 @@ class Gateway:
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
         self._member_list_at: dict[int, float] = {}
+        # When each max_concurrency bucket last accepted an IDENTIFY.
+        self._identified_at: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connections -----------------------------------------------------------------------------
@@ -307,6 +312,27 @@ class Gateway:
         ):
             conn.close(4010, "Invalid shard.")
             return
+        bucket = shard[0] % max(self.settings.max_concurrency, 1)
+        now = time.monotonic()
+        last = self._identified_at.get(bucket)
+        if last is not None and now - last < self.settings.identify_interval:
+            # Discord's answer to an IDENTIFY inside the bucket's window: op 9, the client waits and tries again.
+            log.warning(
+                "gateway.identify_too_soon bucket=%d wait=%.2f",
+                bucket,
+                last + self.settings.identify_interval - now,
+            )
+            conn.send_op(INVALID_SESSION, False)
+            return
+        world = self.world
+        held = sum(1 for gid in world.bot_guilds if (gid >> 22) % shard[1] == shard[0])
+        if held > self.settings.max_guilds_per_session:
+            log.warning(
+                "gateway.sharding_required guilds=%d limit=%d", held, self.settings.max_guilds_per_session
+            )
+            conn.close(4011, "Sharding required.")
+            return
+        self._identified_at[bucket] = now
         threshold = d.get("large_threshold", 50)
         threshold = min(max(threshold if isinstance(threshold, int) else 50, 50), 250)
         self._expire_sessions()
@@ -321,7 +347,6 @@ class Gateway:
         )
         self.sessions[session.id] = session
         conn.session = session
-        world = self.world
         guild_ids = sorted(gid for gid in world.bot_guilds if session.owns(gid))
         ready: dict[str, Any] = {
             "v": 10,

@@ -210,7 +210,9 @@ class RestHandlers:
         who = self._principal(request)
         if who is None or not who.bot:
             return unauthorized()
-        shards = max(1, math.ceil(len(self.sandbox.world.bot_guilds) / 1000))
+        # Discord recommends about one shard per 1,000 guilds (never more than a session may hold).
+        per_shard = min(1000, self.sandbox.options.max_guilds_per_session)
+        shards = max(1, math.ceil(len(self.sandbox.world.bot_guilds) / per_shard))
         body = {
             "url": self.sandbox.gateway.url,
             "shards": shards,
@@ -218,7 +220,7 @@ class RestHandlers:
                 "total": 1000,
                 "remaining": 999,
                 "reset_after": 86_400_000,
-                "max_concurrency": 1,
+                "max_concurrency": self.sandbox.options.max_concurrency,
             },
         }
         return json_response(body, route="gateway/bot")

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 
 from config import Settings, parse_settings
-from main import Running, run_guildlink
+from lifecycle import Running, run_guildlink
 from sandbox import Sandbox
 
 T = TypeVar("T")

@@ -24,7 +24,10 @@ async def readyz(request: web.Request) -> web.Response:
     reasons: list[str] = []
     status = request.app[BOT_STATUS].bot_status()
     if not status.ready:
-        reasons.append(f"bot gateway session is {status.state}")
+        not_ready = [f"shard {s.shard_id} is {s.state}" for s in status.shards if s.state != "ready"]
+        reasons.append(
+            f"bot gateway session is {status.state}" + (f" ({', '.join(not_ready)})" if not_ready else "")
+        )
     problem = await request.app[DATABASE_PROBE].problem()
     if problem:
         log.warning("readyz.database_problem reason=%s", problem)
@@ -33,6 +36,10 @@ async def readyz(request: web.Request) -> web.Response:
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
         "bot": {"state": status.state, "latency_ms": status.latency_ms, "guilds": status.guild_count},
+        "shards": [
+            {"id": s.shard_id, "state": s.state, "latency_ms": s.latency_ms, "guilds": s.guild_count}
+            for s in status.shards
+        ],
         "database": problem or "ok",
     }
     return web.json_response(body, status=503 if reasons else 200)

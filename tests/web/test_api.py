@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
-from main import Running
+from lifecycle import Running
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import Browser, browser, eventually, free_port, settings_for, started, world
 
