@@ -165,7 +165,7 @@ class SandboxProcess:
 
     def gateway_4008_closes(self) -> int:
         """Sessions the sandbox closed with 4008 (more than 120 commands in 60 s), from its INFO log."""
-        return self.log_text().count("gateway.rate_limited")
+        return self.log_text().count("gateway.rate_limited session=")
 
 
 # -- guildlink ------------------------------------------------------------------------------------
