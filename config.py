@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ class Settings:
     api_token: Secret | None = None
     log_level: str = "INFO"
     data_dir: Path = Path("data")
+    # Consent flows (/link, /start) one client may open per minute; 0 turns the limit off.
+    link_rate_limit: int = 20
+    # Addresses of reverse proxies whose X-Forwarded-For names the real client (for the limit above).
+    trusted_proxies: frozenset[str] = frozenset()
     # None: Discord's recommended count (GET /gateway/bot), every shard in this process.
     shard_count: int | None = None
     # None: every shard of shard_count; else just these (a fleet splits them between processes).
@@ -213,6 +218,17 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         )
 
     shard_count, shard_ids = _shard_settings(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
+    link_rate_limit = _int_setting(
+        get("LINK_RATE_LIMIT", "20"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
+    )
+    trusted_proxies = frozenset(
+        part.strip() for part in (get("TRUSTED_PROXIES") or "").split(",") if part.strip()
+    )
+    for proxy in trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            problems.append(f"TRUSTED_PROXIES must be IP addresses separated by commas, not {proxy!r}.")
 
     if problems:
         raise SettingsError(problems)
@@ -234,6 +250,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         data_dir=Path(get("DATA_DIR", "data") or "data"),
         shard_count=shard_count,
         shard_ids=shard_ids,
+        link_rate_limit=link_rate_limit,
+        trusted_proxies=trusted_proxies,
     )
 
 

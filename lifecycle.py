@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bot.client import GuildlinkBot
 from bot.discord_internals import discord_endpoint
+from bot.identify import IDENTIFY_INTERVAL
 from bot.member_sync import MEMBER_LIST_COOLDOWN
 from config import Settings
 from store import Store, open_store
@@ -36,22 +37,30 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def run_guildlink(
-    settings: Settings, *, member_list_cooldown: float = MEMBER_LIST_COOLDOWN
+    settings: Settings,
+    *,
+    member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
+    identify_interval: float = IDENTIFY_INTERVAL,
 ) -> AsyncIterator[Running]:
     """Start store, web server and bot; on exit close them in reverse order (bot, web, store)."""
     ssl_context = server_ssl_context(settings)
     endpoint = None if settings.uses_default_discord else settings.discord_base_url
     async with open_store(settings.database_url) as store:
         with discord_endpoint(endpoint):
-            async with _started_web_and_bot(settings, store, member_list_cooldown, ssl_context) as running:
+            bot = GuildlinkBot(
+                settings,
+                store,
+                member_list_cooldown=member_list_cooldown,
+                identify_interval=identify_interval,
+            )
+            async with _started_web_and_bot(settings, store, bot, ssl_context) as running:
                 yield running
 
 
 @contextlib.asynccontextmanager
 async def _started_web_and_bot(
-    settings: Settings, store: Store, member_list_cooldown: float, ssl_context: ssl.SSLContext | None
+    settings: Settings, store: Store, bot: GuildlinkBot, ssl_context: ssl.SSLContext | None
 ) -> AsyncIterator[Running]:
-    bot = GuildlinkBot(settings, store, member_list_cooldown=member_list_cooldown)
     app = create_app(settings, store, linker=bot.links, bot_status=bot)
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
     await runner.setup()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import discord
 import pytest
 import yarl
 
 from sandbox import Sandbox, SandboxOptions
+
+DISCORD_IDENTIFY_INTERVAL = SandboxOptions().identify_interval
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
@@ -19,6 +22,10 @@ async def make_sandbox() -> AsyncIterator[MakeSandbox]:
     started: list[Sandbox] = []
 
     async def factory(options: SandboxOptions | None = None) -> Sandbox:
+        options = options or SandboxOptions()
+        if options.identify_interval == DISCORD_IDENTIFY_INTERVAL:
+            # Tests reconnect and restart far more often than a bot does; those about the rate set their own.
+            options = replace(options, identify_interval=0.0)
         sandbox = Sandbox(options)
         await sandbox.start()
         started.append(sandbox)

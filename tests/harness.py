@@ -51,10 +51,15 @@ def settings_for(
 
 @contextlib.asynccontextmanager
 async def started(
-    settings: Settings, *, ready: bool = True, cooldown: float = 30.0
+    settings: Settings, *, ready: bool = True, cooldown: float = 30.0, identify_interval: float = 0.0
 ) -> AsyncIterator[Running]:
-    """guildlink running; with `ready`, its gateway session is READY before the test goes on."""
-    async with run_guildlink(settings, member_list_cooldown=cooldown) as running:
+    """guildlink running; with `ready`, its gateway session is READY before the test goes on.
+
+    `identify_interval` 0 matches make_sandbox's default; a test about the IDENTIFY rate sets both.
+    """
+    async with run_guildlink(
+        settings, member_list_cooldown=cooldown, identify_interval=identify_interval
+    ) as running:
         if ready:
             await eventually(lambda: _ready(running), within=15)
         yield running

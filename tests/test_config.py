@@ -104,3 +104,24 @@ def test_main_exits_2_with_one_message_and_no_traceback(tmp_path: Path) -> None:
 def test_a_database_this_build_cannot_open_is_refused_at_start(url: str) -> None:
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         parse_settings(valid_env(DATABASE_URL=url))
+
+
+def test_shards_are_all_of_the_recommended_count_unless_set() -> None:
+    settings = parse_settings(valid_env())
+    assert settings.shard_count is None and settings.shard_ids is None
+    settings = parse_settings(valid_env(SHARD_COUNT="8", SHARD_IDS="3, 1,2"))
+    assert settings.shard_count == 8 and settings.shard_ids == (1, 2, 3)
+
+
+def test_bad_shard_settings_are_named() -> None:
+    for env, named in (
+        ({"SHARD_IDS": "0,1"}, "SHARD_IDS needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,2"}, "between 0 and 1"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,²"}, "shard numbers separated by commas"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT"),
+        ({"TRUSTED_PROXIES": "proxy.local"}, "TRUSTED_PROXIES"),
+        ({"LINK_RATE_LIMIT": "-1"}, "LINK_RATE_LIMIT"),
+    ):
+        with pytest.raises(SettingsError) as refused:
+            parse_settings(valid_env(**env))
+        assert any(named in problem for problem in refused.value.problems), (env, refused.value.problems)

@@ -49,7 +49,9 @@ def create_app(
     app[BOT_STATUS] = bot_status
     app[PAGES] = Pages()
     app[STATES] = StateKeeper(settings.client_secret, store)
-    app[RATE_LIMIT] = rate_limit if rate_limit is not None else ClientRateLimiter()
+    if rate_limit is None and settings.link_rate_limit:
+        rate_limit = ClientRateLimiter(burst=settings.link_rate_limit, per_minute=settings.link_rate_limit)
+    app[RATE_LIMIT] = rate_limit
     app[DATABASE_PROBE] = DatabaseProbe(store)
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)

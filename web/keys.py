@@ -22,5 +22,6 @@ PAGES = web.AppKey("pages", Pages)
 OAUTH = web.AppKey("oauth", DiscordOAuthClient)
 STATES = web.AppKey("states", StateKeeper)
 PROGRESS = web.AppKey("progress", ProgressTokens)
-RATE_LIMIT = web.AppKey("rate_limit", ClientRateLimiter)
+# None when LINK_RATE_LIMIT=0.
+RATE_LIMIT: web.AppKey[ClientRateLimiter | None] = web.AppKey("rate_limit")
 DATABASE_PROBE = web.AppKey("database_probe", DatabaseProbe)

@@ -15,6 +15,7 @@ from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableE
 from web.keys import LINKER, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
 from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
 from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
+from web.rate_limit import client_address
 from web.states import (
     STATE_TTL,
     AcceptedState,
@@ -62,7 +63,10 @@ async def index(request: web.Request) -> web.Response:
 
 def _rate_limited(request: web.Request) -> web.Response | None:
     """A 429 page for a client that opens flows faster than an admin could; None if it may go on."""
-    wait = request.app[RATE_LIMIT].retry_after(request.remote or "unknown")
+    limiter = request.app[RATE_LIMIT]
+    wait = (
+        limiter.retry_after(client_address(request, request.app[SETTINGS].trusted_proxies)) if limiter else 0
+    )
     if not wait:
         return None
     log.info("link.rate_limited path=%s", request.path)

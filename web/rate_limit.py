@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
+
+from aiohttp import web
 
 
 @dataclass(slots=True)
@@ -51,3 +53,17 @@ class ClientRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def client_address(request: web.Request, trusted_proxies: Set[str]) -> str:
+    """The client's address; behind a trusted proxy, the last one it appended to X-Forwarded-For.
+
+    Only the proxy's own entry can be trusted: anything before it came from the client.
+    """
+    remote = request.remote or "unknown"
+    if remote not in trusted_proxies:
+        return remote
+    forwarded = [
+        part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()
+    ]
+    return forwarded[-1] if forwarded else remote

@@ -333,3 +333,51 @@ async def test_commands_before_identify_close_4003(sandbox: Sandbox, connect: Ca
     gw = await connect(sandbox)
     await gw.send(8, {"guild_id": "1", "query": "", "limit": 0})
     assert await gw.closed_with() == 4003
+
+
+async def test_a_session_over_the_guild_limit_is_closed_4011(
+    make_sandbox: MakeSandbox, connect: Callable[..., Any]
+) -> None:
+    sandbox = await make_sandbox(SandboxOptions(guilds=6, members=5, max_guilds_per_session=4))
+    for guild in sandbox.managed_guilds():
+        sandbox.add_bot(guild.id)
+    gw = await connect(sandbox)
+    await gw.send(2, {"token": sandbox.bot_token, "intents": GUILDS, "properties": {}})
+    assert await gw.closed_with() == 4011
+    # Two shards each hold few enough: accepted.
+    for shard in (0, 1):
+        gw = await connect(sandbox)
+        held = {int(g["id"]) for g in (await gw.identify(sandbox, shard=[shard, 2]))["guilds"]}
+        assert held == {g.id for g in sandbox.managed_guilds() if (g.id >> 22) % 2 == shard}
+
+
+async def test_an_identify_inside_its_buckets_window_gets_op_9(
+    make_sandbox: MakeSandbox, connect: Callable[..., Any]
+) -> None:
+    sandbox = await make_sandbox(
+        SandboxOptions(guilds=1, members=5, identify_interval=0.6, max_concurrency=2)
+    )
+    first = await connect(sandbox)
+    await first.identify(sandbox, shard=[0, 4])
+    other_bucket = await connect(sandbox)
+    await other_bucket.identify(sandbox, shard=[1, 4])  # bucket 1: its own window
+    early = await connect(sandbox)
+    await early.send(2, {"token": sandbox.bot_token, "intents": GUILDS, "properties": {}, "shard": [2, 4]})
+    assert (await early.recv_until(lambda m: m["op"] == 9))["d"] is False
+    await asyncio.sleep(0.6)
+    late = await connect(sandbox)
+    assert (await late.identify(sandbox, shard=[2, 4]))["shard"] == [2, 4]
+
+
+async def test_gateway_bot_recommends_a_shard_per_thousand_guilds(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(SandboxOptions(guilds=2_345, members=1, max_concurrency=4))
+    for guild in sandbox.managed_guilds():
+        sandbox.add_bot(guild.id)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{sandbox.base_url}/api/v10/gateway/bot", headers={"Authorization": f"Bot {sandbox.bot_token}"}
+        ) as response,
+    ):
+        body = await response.json()
+    assert body["shards"] == 3 and body["session_start_limit"]["max_concurrency"] == 4
