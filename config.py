@@ -71,6 +71,8 @@ class Settings:
     link_rate_limit: int = 20
     # Addresses of reverse proxies whose X-Forwarded-For names the real client (for the limit above).
     trusted_proxies: frozenset[str] = frozenset()
+    # /metrics: "off", "token" (Bearer API_TOKEN, as the JSON API) or "open" (anyone who reaches it).
+    metrics: str = "token"
     # None: Discord's recommended count (GET /gateway/bot), every shard in this process.
     shard_count: int | None = None
     # None: every shard of shard_count; else just these (a fleet splits them between processes).
@@ -218,6 +220,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         )
 
     shard_count, shard_ids = _shard_settings(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
+    metrics = (get("METRICS", "token") or "token").lower()
+    if metrics not in ("off", "token", "open"):
+        problems.append("METRICS must be off, token (behind API_TOKEN) or open.")
     link_rate_limit = _int_setting(
         get("LINK_RATE_LIMIT", "20"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
     )
@@ -251,6 +256,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         shard_count=shard_count,
         shard_ids=shard_ids,
         link_rate_limit=link_rate_limit,
+        metrics=metrics,
         trusted_proxies=trusted_proxies,
     )
 

@@ -40,6 +40,8 @@ class BotStatus:
     latency_ms: float | None
     guild_count: int
     shards: tuple[ShardStatus, ...] = ()
+    # Member events received from the gateway and not yet stored.
+    event_queue_depth: int = 0
 
 
 class BotStatusSource(Protocol):

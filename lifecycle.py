@@ -16,6 +16,7 @@ from bot.discord_internals import discord_endpoint
 from bot.identify import IDENTIFY_INTERVAL
 from bot.member_sync import MEMBER_LIST_COOLDOWN
 from config import Settings
+from metrics import Metrics
 from store import Store, open_store
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
@@ -52,6 +53,7 @@ async def run_guildlink(
                 store,
                 member_list_cooldown=member_list_cooldown,
                 identify_interval=identify_interval,
+                metrics=Metrics(),
             )
             async with _started_web_and_bot(settings, store, bot, ssl_context) as running:
                 yield running
@@ -61,7 +63,7 @@ async def run_guildlink(
 async def _started_web_and_bot(
     settings: Settings, store: Store, bot: GuildlinkBot, ssl_context: ssl.SSLContext | None
 ) -> AsyncIterator[Running]:
-    app = create_app(settings, store, linker=bot.links, bot_status=bot)
+    app = create_app(settings, store, linker=bot.links, bot_status=bot, metrics=bot.metrics)
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
     await runner.setup()
     try:

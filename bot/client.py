@@ -24,6 +24,7 @@ from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from config import Settings
 from handoff import BotStatus, ShardStatus
+from metrics import Metrics
 from store import Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         *,
         member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
         identify_interval: float = IDENTIFY_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             intents=bot_intents(),
@@ -80,7 +82,8 @@ class GuildlinkBot(discord.AutoShardedClient):
         self.identify_pacer = IdentifyPacer(interval=identify_interval)
         self._ready_shards: set[int] = set()
         self.presence = MergedPresence(self._send_presence)
-        self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown)
+        self.metrics = metrics or Metrics()
+        self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown, metrics=self.metrics)
         self.links = LinkedGuilds(
             store,
             self.member_sync,
@@ -186,12 +189,16 @@ class GuildlinkBot(discord.AutoShardedClient):
     async def on_shard_ready(self, shard_id: int) -> None:
         """A fresh session of one shard (READY and its guilds): reconcile that shard's links, show the presence."""
         self._ready_shards.add(shard_id)
+        self.metrics.reconnects.labels(str(shard_id), "identify").inc()
         held = {guild.id for guild in self.guilds if guild.shard_id == shard_id}
         log.info("bot.shard_ready shard=%d guilds=%d", shard_id, len(held))
         await self.links.forget_missing(held, lambda guild_id: self.shard_of(guild_id) == shard_id)
         # A fresh session shows no activity until we send it again.
         self.presence.forget_shown()
         self.update_presence()
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self.metrics.reconnects.labels(str(shard_id), "resume").inc()
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         log.info("bot.guild_joined guild=%d members=%s", guild.id, guild.member_count)
@@ -272,6 +279,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             latency_ms=round(sum(latencies) / len(latencies), 1) if latencies else None,
             guild_count=len(self.guilds),
             shards=shards,
+            event_queue_depth=self.member_events.queued(),
         )
 
     def _own_shard_ids(self) -> list[int]:

@@ -58,6 +58,10 @@ class MemberEventWriter:
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
+    def queued(self) -> int:
+        """Events received and not yet stored."""
+        return self._queue.qsize()
+
     def member_upserted(self, data: Mapping[str, Any]) -> None:
         """GUILD_MEMBER_ADD or GUILD_MEMBER_UPDATE (which carries the whole member and user)."""
         guild_id = int(data["guild_id"])

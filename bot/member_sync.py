@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bot.payloads import member_from_payload
+from metrics import Metrics
 from store import Member, Store, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,14 @@ class MemberSync:
         cooldown: float = MEMBER_LIST_COOLDOWN,
         chunk_timeout: float = CHUNK_TIMEOUT,
         retry_first_wait: float = RETRY_FIRST_WAIT,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._requester = requester
         self._cooldown = cooldown
         self._chunk_timeout = chunk_timeout
         self._retry_first_wait = retry_first_wait
+        self._metrics = metrics or Metrics()
         self._requests: dict[str, _ChunkRequest] = {}
         self._last_request: dict[int, float] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -112,6 +115,7 @@ class MemberSync:
         if request is None or data.get("opcode") != 8:
             log.warning("sync.rate_limited_unmatched opcode=%s", data.get("opcode"))
             return
+        self._metrics.rate_limited.inc()
         request.rate_limited = float(data.get("retry_after", self._cooldown))
         request.chunks.put_nowait(None)
 
@@ -145,12 +149,17 @@ class MemberSync:
         try:
             while True:
                 try:
+                    started = time.monotonic()
                     await self.sync(guild_id, member_count=member_count)
+                    self._metrics.sync_seconds.observe(time.monotonic() - started)
+                    self._metrics.syncs.labels("synced").inc()
                     return
                 except LinkGoneError:
                     log.info("sync.stopped guild=%d: the link is no longer active", guild_id)
+                    self._metrics.syncs.labels("stopped").inc()
                     return
                 except Exception as exc:
+                    self._metrics.sync_failures.labels(type(exc).__name__).inc()
                     log.warning(
                         "sync.failed guild=%d error=%s retry_in=%.0fs", guild_id, type(exc).__name__, wait
                     )

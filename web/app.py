@@ -9,13 +9,15 @@ from aiohttp import web
 
 from config import Settings
 from handoff import BotStatusSource, GuildLinker
+from metrics import Metrics
 from store import Store
-from web import api, health, link_flow
+from web import api, health, link_flow, metrics_page
 from web.api import api_auth_middleware
 from web.keys import (
     BOT_STATUS,
     DATABASE_PROBE,
     LINKER,
+    METRICS,
     OAUTH,
     PAGES,
     PROGRESS,
@@ -40,6 +42,7 @@ def create_app(
     bot_status: BotStatusSource,
     *,
     rate_limit: ClientRateLimiter | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The web face of guildlink: consent flow, probes and the backend's API."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
@@ -53,12 +56,14 @@ def create_app(
         rate_limit = ClientRateLimiter(burst=settings.link_rate_limit, per_minute=settings.link_rate_limit)
     app[RATE_LIMIT] = rate_limit
     app[DATABASE_PROBE] = DatabaseProbe(store)
+    app[METRICS] = metrics or Metrics()
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.on_response_prepare.append(add_security_headers)
     app.add_routes(link_flow.routes)
     app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")
     app.add_routes(health.routes)
+    app.add_routes(metrics_page.routes)
     app.add_routes(api.routes)
     app.router.add_get("/static/{name}", static_file)
     return app

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from config import Settings
 from handoff import BotStatusSource, GuildLinker
+from metrics import Metrics
 from store import Store
 from web.oauth import DiscordOAuthClient
 from web.pages import Pages
@@ -25,3 +26,4 @@ PROGRESS = web.AppKey("progress", ProgressTokens)
 # None when LINK_RATE_LIMIT=0.
 RATE_LIMIT: web.AppKey[ClientRateLimiter | None] = web.AppKey("rate_limit")
 DATABASE_PROBE = web.AppKey("database_probe", DatabaseProbe)
+METRICS = web.AppKey("metrics", Metrics)

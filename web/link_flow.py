@@ -12,7 +12,7 @@ from aiohttp import web
 
 from config import Settings
 from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError
-from web.keys import LINKER, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
+from web.keys import LINKER, METRICS, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
 from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
 from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
 from web.rate_limit import client_address
@@ -191,8 +191,27 @@ def _callback_params(request: web.Request) -> CallbackParams:
     )
 
 
+# /metrics' label for a callback's answer.
+CALLBACK_OUTCOMES = {
+    200: "linked",
+    400: "refused",
+    409: "ref_conflict",
+    502: "discord_error",
+    503: "unavailable",
+}
+
+
 async def authorize_callback(request: web.Request) -> web.Response:
     """Discord's redirect after consent: check parameters and state, exchange the code, store the link."""
+    response = await _answer_callback(request)
+    outcome = "cancelled" if response.status == 200 and "error" in request.query else None
+    request.app[METRICS].callbacks.labels(
+        outcome or CALLBACK_OUTCOMES.get(response.status, str(response.status))
+    ).inc()
+    return response
+
+
+async def _answer_callback(request: web.Request) -> web.Response:
     pages = request.app[PAGES]
     try:
         params = _callback_params(request)

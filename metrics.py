@@ -1,0 +1,74 @@
+"""What a fleet's operator watches, in Prometheus' text format: one registry per process, owned by no room.
+
+web/ and bot/ both write to it (callbacks; syncs, gateway), so, like handoff.py, it belongs to neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+SYNC_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+@dataclass
+class Metrics:
+    """Every metric of one process, registered in its own registry (not prometheus_client's global one)."""
+
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.callbacks = Counter(
+            "guildlink_callbacks", "OAuth2 callbacks answered, by outcome", ["outcome"], registry=r
+        )
+        self.syncs = Counter("guildlink_syncs", "Member syncs finished, by result", ["result"], registry=r)
+        self.sync_failures = Counter(
+            "guildlink_sync_failures", "Member sync attempts that failed, by reason", ["reason"], registry=r
+        )
+        self.sync_seconds = Histogram(
+            "guildlink_sync_duration_seconds",
+            "Time to read a guild's member list",
+            buckets=SYNC_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "guildlink_gateway_rate_limited",
+            "RATE_LIMITED answers to our whole-member-list requests",
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "guildlink_gateway_sessions",
+            "Gateway sessions started (READY) or resumed, by shard",
+            ["shard", "kind"],
+            registry=r,
+        )
+        self.latency = Gauge(
+            "guildlink_gateway_latency_seconds",
+            "Heartbeat latency of each shard of this process",
+            ["shard"],
+            registry=r,
+        )
+        self.shard_ready = Gauge(
+            "guildlink_shard_ready", "1 when the shard's session is ready", ["shard"], registry=r
+        )
+        self.links = Gauge(
+            "guildlink_links", "Links by sync state (inactive links as 'removed')", ["state"], registry=r
+        )
+        self.members = Gauge(
+            "guildlink_members_stored", "Members stored across every active link", registry=r
+        )
+        self.event_queue = Gauge(
+            "guildlink_member_event_queue_depth", "Member events received and not yet stored", registry=r
+        )
+        self.notify_lag = Histogram(
+            "guildlink_notify_lag_seconds",
+            "From a link's commit to its shard's process hearing of it",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
