@@ -42,6 +42,8 @@ class BotStatus:
     shards: tuple[ShardStatus, ...] = ()
     # Member events received from the gateway and not yet stored.
     event_queue_depth: int = 0
+    # False while the bot waits for Discord to answer at all (a consent would not complete now).
+    discord_reachable: bool = True
 
 
 class BotStatusSource(Protocol):

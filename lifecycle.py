@@ -25,6 +25,14 @@ from web.tls import server_ssl_context
 log = logging.getLogger(__name__)
 
 
+class CannotListenError(Exception):
+    """The web server cannot listen on WEB_HOST:WEB_PORT (the port is taken, or not ours to bind)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"{host}:{port}: {reason}")
+        self.host, self.port, self.reason = host, port, reason
+
+
 @dataclass
 class Running:
     """A started guildlink: what tests and the command line need to reach."""
@@ -68,7 +76,10 @@ async def _started_web_and_bot(
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.web_host, settings.web_port, ssl_context=ssl_context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListenError(settings.web_host, settings.web_port, exc.strerror or str(exc)) from None
         host, port = runner.addresses[0][:2]
         scheme = "https" if ssl_context else "http"
         web_url = f"{scheme}://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"

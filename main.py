@@ -12,6 +12,7 @@ from pathlib import Path
 
 import discord
 
+from bot.reachability import DiscordRefusedTokenError, NotDiscordError
 from config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIRECT_URI,
@@ -20,7 +21,7 @@ from config import (
     parse_settings,
     read_environment,
 )
-from lifecycle import run_guildlink
+from lifecycle import CannotListenError, run_guildlink
 from printable import printable
 from store import StoreUnavailableError, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
@@ -30,6 +31,7 @@ log = logging.getLogger("guildlink")
 EXIT_SETTINGS = 2
 EXIT_DISCORD_REFUSED = 3
 EXIT_DATABASE = 4
+EXIT_CANNOT_LISTEN = 5
 SANDBOX_DATABASE_URL = "sqlite:///data/sandbox.db"
 
 
@@ -64,6 +66,13 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         return await _serve_until_stopped(settings, stop)
+    except CannotListenError as exc:
+        print(
+            f"guildlink: cannot listen on {exc.host}:{exc.port} ({exc.reason}); stop the program using it"
+            " or set WEB_PORT (and the redirect URI's port) to a free one.",
+            file=sys.stderr,
+        )
+        return EXIT_CANNOT_LISTEN
     except StoreUnavailableError as exc:
         print(
             f"guildlink: cannot use the database {settings.database_url}: {exc.reason}; make the file and its"
@@ -81,12 +90,12 @@ async def _serve_until_stopped(settings: Settings, stop: asyncio.Event) -> int:
         await asyncio.wait({running.bot_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if running.bot_task.done():
-            return _bot_exit_code(running.bot_task)
+            return _bot_exit_code(running.bot_task, settings)
         log.info("guildlink.stopping")
     return 0
 
 
-def _bot_exit_code(task: asyncio.Task[None]) -> int:
+def _bot_exit_code(task: asyncio.Task[None], settings: Settings) -> int:
     exc = task.exception()
     if isinstance(exc, discord.PrivilegedIntentsRequired):
         print(
@@ -96,7 +105,14 @@ def _bot_exit_code(task: asyncio.Task[None]) -> int:
             file=sys.stderr,
         )
         return EXIT_DISCORD_REFUSED
-    if isinstance(exc, discord.LoginFailure):
+    if isinstance(exc, NotDiscordError):
+        print(
+            f"guildlink: DISCORD_BASE_URL {settings.discord_base_url} does not answer as Discord's API does ({exc});"
+            " set it to https://discord.com or to a Discord-compatible server.",
+            file=sys.stderr,
+        )
+        return EXIT_SETTINGS
+    if isinstance(exc, discord.LoginFailure | DiscordRefusedTokenError):
         print(
             "guildlink: Discord refused DISCORD_BOT_TOKEN.\n"
             "  Open the Developer Portal > your application > Bot, reset the token, and put the new one in .env.",

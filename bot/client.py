@@ -22,6 +22,7 @@ from bot.linking import LinkedGuilds
 from bot.member_events import MemberEventWriter
 from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
+from bot.reachability import wait_for_discord
 from config import Settings
 from handoff import BotStatus, ShardStatus
 from metrics import Metrics
@@ -33,6 +34,7 @@ R = TypeVar("R")
 
 # Discord answers a heartbeat at once; one left unanswered this long means the session is not really there.
 HEARTBEAT_ACK_GRACE = 10.0
+SHARD_CONNECT_TIMEOUT = 30.0
 
 
 def bot_intents() -> discord.Intents:
@@ -71,6 +73,8 @@ class GuildlinkBot(discord.AutoShardedClient):
             chunk_guilds_at_startup=False,
             shard_count=settings.shard_count,
             status=discord.Status.online,
+            # A shard that cannot connect is retried by discord.py; three minutes is too long to notice.
+            shard_connect_timeout=SHARD_CONNECT_TIMEOUT,
         )
         # Only when set (discord.py reads it at launch): its typed options have no "None" for shard_ids.
         if settings.shard_ids is not None:
@@ -81,6 +85,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         self._budgets: dict[int, GatewayBudget] = {}
         self.identify_pacer = IdentifyPacer(interval=identify_interval)
         self._ready_shards: set[int] = set()
+        self._unreachable: str | None = None
         self.presence = MergedPresence(self._send_presence)
         self.metrics = metrics or Metrics()
         self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown, metrics=self.metrics)
@@ -139,12 +144,22 @@ class GuildlinkBot(discord.AutoShardedClient):
 
     # Life cycle
 
-    async def login(self, token: str) -> None:
-        await super().login(token)
-        _, url, limits = await self.http.get_bot_gateway()
-        self.identify_pacer.max_concurrency = int(limits.get("max_concurrency", 1))
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        """Wait until Discord answers (the web face keeps serving meanwhile), then log in and connect."""
+        info = await wait_for_discord(
+            self.settings.api_base_url,
+            token,
+            user_agent=self.http.user_agent,
+            on_unreachable=self._note_unreachable,
+        )
+        self._unreachable = None
+        self.identify_pacer.max_concurrency = info.max_concurrency
         if not self.settings.uses_default_discord:
-            use_gateway_url(url)
+            use_gateway_url(info.url)
+        await super().start(token, reconnect=reconnect)
+
+    def _note_unreachable(self, reason: str, retry_in: float) -> None:
+        self._unreachable = f"waiting for Discord: {reason}, next try in {retry_in:.0f} s"
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         # discord.py's default sleeps 5 s before every IDENTIFY but the first, bucket or not.
@@ -268,6 +283,8 @@ class GuildlinkBot(discord.AutoShardedClient):
         shards = tuple(self._shard_status(shard_id) for shard_id in self._own_shard_ids())
         if self.is_closed():
             state = "closed"
+        elif self._unreachable is not None:
+            state = self._unreachable
         elif not shards:
             state = "connecting"
         else:
@@ -280,6 +297,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             guild_count=len(self.guilds),
             shards=shards,
             event_queue_depth=self.member_events.queued(),
+            discord_reachable=self._unreachable is None,
         )
 
     def _own_shard_ids(self) -> list[int]:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from config import Settings
 from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError
-from web.keys import LINKER, METRICS, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
+from web.keys import BOT_STATUS, LINKER, METRICS, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
 from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
 from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
 from web.rate_limit import client_address
@@ -61,6 +61,20 @@ async def index(request: web.Request) -> web.Response:
     return request.app[PAGES].render("index.html")
 
 
+def _unavailable(request: web.Request) -> web.Response | None:
+    """A 'try again in a minute' page while Discord cannot be reached, or too many flows from this client."""
+    if not request.app[BOT_STATUS].bot_status().discord_reachable:
+        log.info("link.discord_unreachable path=%s", request.path)
+        response = request.app[PAGES].error(
+            503,
+            "Please try again in a minute",
+            "Discord cannot be reached from here right now, so it could not add the bot. Nothing was started.",
+        )
+        response.headers["Retry-After"] = "60"
+        return response
+    return _rate_limited(request)
+
+
 def _rate_limited(request: web.Request) -> web.Response | None:
     """A 429 page for a client that opens flows faster than an admin could; None if it may go on."""
     limiter = request.app[RATE_LIMIT]
@@ -101,8 +115,8 @@ def redirect_to_consent(request: web.Request, *, invite_token: str | None, guild
 
 @routes.get("/link")
 async def link(request: web.Request) -> web.Response:
-    if limited := _rate_limited(request):
-        return limited
+    if unavailable := _unavailable(request):
+        return unavailable
     try:
         guild_id = parse_optional_snowflake(request.query.get("guild_id"), "guild_id")
     except ParameterError as exc:
@@ -131,8 +145,8 @@ async def start_invite(request: web.Request) -> web.Response:
 
     So a chat's link preview or a mail scanner that opens the URL first takes nothing away from the admin.
     """
-    if limited := _rate_limited(request):
-        return limited
+    if unavailable := _unavailable(request):
+        return unavailable
     invite_token = request.match_info["invite"]
     if not await _open_invite(request, invite_token):
         return _invite_gone(request)
