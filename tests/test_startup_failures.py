@@ -62,7 +62,7 @@ async def test_while_discord_is_unreachable_the_web_face_explains_and_the_bot_re
     options = SandboxOptions(guilds=1, members=5, port=port)
     # Settings name the sandbox's address before anything listens there: Discord is down at start-up.
     placeholder = Sandbox(options)
-    placeholder.base_url = f"http://127.0.0.1:{port}"  # type: ignore[misc]
+    placeholder.base_url = f"http://127.0.0.1:{port}"
     settings = settings_for(placeholder, tmp_path, port=free_port())
     async with started(settings, ready=False) as running, browser(placeholder, running) as b:
 
