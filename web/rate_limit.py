@@ -51,7 +51,8 @@ class ClientRateLimiter:
             return 0.0
         return (1.0 - bucket.tokens) / self._rate
 
-    def __len__(self) -> int:
+    def tracked_clients(self) -> int:
+        # Not __len__: an empty limiter would then be falsy, and `if limiter` would switch it off.
         return len(self._buckets)
 
 

@@ -23,7 +23,7 @@ def test_memory_stays_bounded_under_a_flood_of_addresses() -> None:
     limiter = ClientRateLimiter(max_clients=100)
     for index in range(10_000):
         limiter.retry_after(f"10.0.{index // 256}.{index % 256}")
-    assert len(limiter) == 100
+    assert limiter.tracked_clients() == 100
 
 
 def test_behind_a_trusted_proxy_the_client_is_the_proxys_own_entry() -> None:
