@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import discord
 
 from bot.discord_internals import (
+    close_orphaned_connections,
     parser_table,
     socket_open,
     unanswered_heartbeat_seconds,
@@ -175,6 +176,8 @@ class GuildlinkBot(discord.AutoShardedClient):
         await self.member_sync.close()
         await self.member_events.close()
         await super().close()
+        if orphans := await close_orphaned_connections(self):
+            log.info("bot.closed_orphaned_connections count=%d", orphans)
 
     async def check_application(self) -> None:
         """Warn about Developer Portal settings that would break or bypass the consent flow."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import discord
 import yarl
-from discord.gateway import DiscordWebSocket
+from discord.gateway import DiscordWebSocket, KeepAliveHandler
 from discord.http import Route
 
 
@@ -84,3 +85,23 @@ def unanswered_heartbeat_seconds(ws: DiscordWebSocket | None) -> float:
     last_send: float = keep_alive._last_send
     last_ack: float = keep_alive._last_ack
     return 0.0 if last_ack >= last_send else time.perf_counter() - last_send
+
+
+async def close_orphaned_connections(client: discord.Client) -> int:
+    """Close this client's connections that discord.py no longer tracks, heartbeat thread first; return how many.
+
+    A shard's connection starts its heartbeat thread on HELLO, before IDENTIFY; closed in that window (the
+    IDENTIFY pacing, a reconnect), the connection is in no shard yet, so `close()` never reaches it: its
+    socket stays open and its thread wakes up to 41 s later to post to a closed event loop. The running
+    heartbeat threads are the only handle on such a connection.
+    """
+    orphans = [
+        thread.ws
+        for thread in threading.enumerate()
+        if isinstance(thread, KeepAliveHandler)
+        and not thread._stop_ev.is_set()
+        and getattr(thread.ws, "_connection", None) is client._connection
+    ]
+    for ws in orphans:
+        await ws.close(code=1000)
+    return len(orphans)

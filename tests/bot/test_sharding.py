@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 from pathlib import Path
+from typing import Any
+
+from discord.gateway import KeepAliveHandler
 
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import browser, eventually, free_port, settings_for, started
@@ -55,3 +60,35 @@ async def test_a_process_runs_only_its_shards(make_sandbox, tmp_path: Path) -> N
         held = {guild.id for guild in running.bot.guilds}
         assert held == {g.id for g in sandbox.managed_guilds() if (g.id >> 22) % 2 == 1}
         assert [s.shard_id for s in running.bot.bot_status().shards] == [1]
+
+
+async def test_closing_while_a_shard_waits_to_identify_leaves_no_heartbeat_thread(
+    make_sandbox, tmp_path: Path
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=4, members=2))
+    for guild in sandbox.managed_guilds():
+        sandbox.add_bot(guild.id)
+    settings = settings_for(sandbox, tmp_path, port=free_port(), env={"SHARD_COUNT": "2"})
+    async with started(settings, ready=False, identify_interval=60.0) as running:
+        bot = running.bot
+
+        async def second_shard_waiting() -> bool:
+            return len([c for c in sandbox.gateway_commands if c.op == 2]) == 1 and _heartbeats(bot) == 2
+
+        await eventually(second_shard_waiting, within=10)
+    await asyncio.sleep(0.1)
+    assert _heartbeats(bot) == 0
+
+
+def _heartbeats(bot: Any) -> int:
+    """Live heartbeat threads of `bot`'s connections."""
+    return len(
+        [
+            thread
+            for thread in threading.enumerate()
+            if isinstance(thread, KeepAliveHandler)
+            and thread.is_alive()
+            and not thread._stop_ev.is_set()
+            and thread.ws._connection is bot._connection
+        ]
+    )
