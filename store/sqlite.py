@@ -17,7 +17,7 @@ from typing import Any
 import aiosqlite
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
-from store.migrations import MIGRATIONS
+from store.migrations.sqlite import MIGRATIONS
 from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from store import (
     SyncPhase,
     SyncState,
 )
-from store.migrations import MIGRATIONS
+from store.migrations.sqlite import MIGRATIONS
 
 
 def a_link(guild_id: int = 1, **changes: object) -> Link:
