@@ -1,0 +1,39 @@
+"""What only the SQLite engine promises: a private file, and files of older schemas upgraded in place."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+from store import SqliteStore
+from store.migrations.sqlite import MIGRATIONS
+from tests.store.records import a_link
+
+
+async def test_the_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "db.sqlite") as store:
+        await store.save_link(a_link())
+        modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in os.listdir(tmp_path)}
+    assert modes == {"db.sqlite": 0o600, "db.sqlite-wal": 0o600, "db.sqlite-shm": 0o600}
+
+
+async def test_a_database_written_by_schema_2_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+        for version, script in enumerate(MIGRATIONS[:2], start=1):
+            db.executescript(script)
+            db.execute("INSERT INTO schema_version VALUES (?, '2026-01-01')", (version,))
+        db.execute(
+            "INSERT INTO links VALUES (7, 'Old', 42, 'admin', 'bot', 0, '2026-01-01T00:00:00+00:00', 'r', 1)"
+        )
+        db.executemany(
+            "INSERT INTO members VALUES (7, ?, 'u', NULL, NULL, NULL, 0, '', NULL, '2026-01-01T00:00:00+00:00')",
+            [(1,), (2,)],
+        )
+    async with SqliteStore.open(path) as store:
+        link = await store.get_link(7)
+        assert link is not None and link.ref == "r" and link.member_count == 2
+        assert [m.user_id for m in await store.list_members(7)] == [1, 2]
