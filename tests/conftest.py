@@ -63,10 +63,13 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given
         return
+    cluster: ThrowawayCluster | None = None
     try:
         cluster = ThrowawayCluster.start()
     except PostgresMissingError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        missing = str(exc)
+    if cluster is None:
+        pytest.fail(missing, pytrace=False)
     try:
         yield cluster.url
     finally:
