@@ -53,10 +53,14 @@ CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
 """
 
 # One statement, so both parts read the same snapshot: how many of the chunk's members were stored
-# already, and the merge itself. The difference is how many the chunk added.
+# already, and the merge itself. The difference is how many the chunk added. The LIMIT keeps the lookup a
+# probe of the primary key per chunk row: as a join, the planner (knowing nothing of the temporary table)
+# hashes every member of the guild, and each chunk of a large guild's sync gets slower than the last.
 _MERGE_CHUNK = """
 WITH known AS (
-    SELECT COUNT(*) AS n FROM members JOIN member_chunk USING (user_id) WHERE members.guild_id = $1
+    SELECT COUNT(*) AS n FROM member_chunk, LATERAL (
+        SELECT 1 FROM members WHERE members.guild_id = $1 AND members.user_id = member_chunk.user_id LIMIT 1
+    ) AS stored
 ), merged AS (
     INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
         last_seen)
