@@ -129,7 +129,7 @@ class PostgresStore:
         """A pooled connection in a new transaction, committed on exit, rolled back on an exception.
 
         A connection the server ended while it sat in the pool fails at BEGIN, before anything of ours ran:
-        it is replaced once, so that a database restart does not fail one request per pooled connection.
+        then the try is repeated on a new connection, so that a database restart fails no request.
         """
         for attempt in range(2):
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
@@ -139,6 +139,7 @@ class PostgresStore:
                 except LOST_CONNECTION:
                     if attempt:
                         raise
+                    await self._replace_connections()
                     continue
                 try:
                     yield conn
@@ -173,8 +174,14 @@ class PostgresStore:
             try:
                 return await self._pool.fetch(sql, *args, timeout=COMMAND_TIMEOUT)
             except LOST_CONNECTION:
-                # A read is safe to repeat on a fresh connection.
+                # A read is safe to repeat on a new connection.
+                await self._replace_connections()
                 return await self._pool.fetch(sql, *args, timeout=COMMAND_TIMEOUT)
+
+    async def _replace_connections(self) -> None:
+        """Have every pooled connection replaced at its next use: one lost usually means a restart ended all."""
+        log.warning("store.connection_lost engine=postgres: reconnecting")
+        await self._pool.expire_connections()
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")

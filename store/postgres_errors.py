@@ -46,6 +46,7 @@ LOST_CONNECTION = (
     asyncpg.InternalClientError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.AdminShutdownError,
+    ConnectionResetError,
 )
 
 # Classes that mean a bug in guildlink rather than a database to fix: data exceptions, integrity
