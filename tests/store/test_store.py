@@ -158,6 +158,14 @@ async def test_a_chunk_of_members_and_its_progress_are_written_together(store: S
     )
 
 
+async def test_an_empty_chunk_stores_no_member_but_its_progress(store: Store) -> None:
+    await store.save_link(a_link(7))
+    progress = SyncState(7, SyncPhase.SYNCED, members_stored=0, member_count=0)
+    assert await store.upsert_members(7, [], datetime.now(UTC), progress=progress) == 0
+    sync = await store.get_sync_state(7)
+    assert sync is not None and sync.phase is SyncPhase.SYNCED and await store.count_members(7) == 0
+
+
 async def test_a_sync_state_keeps_the_last_sync_time_until_a_new_one(store: Store) -> None:
     await store.save_link(a_link(7))
     synced_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
