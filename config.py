@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -19,6 +19,7 @@ DEFAULT_DATABASE_URL = "sqlite:///data/guildlink.db"
 DEFAULT_SCOPES = "identify guilds bot"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Settings:
     web_port: int = 8080
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    database_url: str = DEFAULT_DATABASE_URL
+    # Out of the repr: a PostgreSQL URL may hold a password. Show it with masked_database_url().
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     api_token: Secret | None = None
     log_level: str = "INFO"
     data_dir: Path = Path("data")
@@ -200,14 +202,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         )
 
     database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
-    if database_url.startswith(("postgresql://", "postgres://")):
-        problems.append(
-            "DATABASE_URL names PostgreSQL, which this version cannot use yet: use sqlite:///data/guildlink.db."
-        )
-    elif not database_url.startswith("sqlite:///") or database_url == "sqlite:///":
-        problems.append(
-            "DATABASE_URL must be sqlite:///path/to/file.db (relative) or sqlite:////absolute/path.db."
-        )
+    database_problem = database_url_problem(database_url)
+    if database_problem:
+        problems.append(database_problem)
 
     log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in LOG_LEVELS:
@@ -285,6 +282,48 @@ def _shard_settings(
     if ids[-1] >= count:
         problems.append(f"SHARD_IDS must be between 0 and {count - 1} (SHARD_COUNT is {count}).")
     return count, ids
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with DATABASE_URL's shape, if anything; the answer never quotes the URL (it may hold a password)."""
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # a port that is not a number raises
+        except ValueError:
+            return "DATABASE_URL is not a valid PostgreSQL URL: check its host and port (postgresql://user:password@host:5432/guildlink)."
+        socket_dir = dict(parse_qsl(parts.query)).get("host", "")
+        if not parts.hostname and not socket_dir.startswith("/"):
+            return (
+                "DATABASE_URL names PostgreSQL but no server: use postgresql://user:password@host:5432/guildlink,"
+                " or postgresql:///guildlink?host=/run/postgresql for a local socket."
+            )
+        return None
+    if url.startswith("sqlite:///") and url != "sqlite:///":
+        return None
+    return (
+        "DATABASE_URL must be sqlite:///path/to/file.db (relative), sqlite:////absolute/path.db,"
+        " or postgresql://user:password@host:5432/database."
+    )
+
+
+def masked_database_url(url: str) -> str:
+    """DATABASE_URL fit for a message or a log: any password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{url.partition(':')[0]}://***"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    pairs = parts.query.split("&")
+    masked_pairs = [
+        f"{pair.partition('=')[0]}=***" if pair.partition("=")[0].lower() == "password" else pair
+        for pair in pairs
+    ]
+    if not colon and masked_pairs == pairs:
+        return url
+    netloc = f"{user}{':***' if colon else ''}{at}{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(masked_pairs)))
 
 
 def _int_setting(

@@ -18,12 +18,14 @@ from config import (
     DEFAULT_REDIRECT_URI,
     Settings,
     SettingsError,
+    database_url_problem,
+    masked_database_url,
     parse_settings,
     read_environment,
 )
 from lifecycle import CannotListenError, run_guildlink
 from printable import printable
-from store import StoreUnavailableError, open_store, sqlite_path
+from store import StoreUnavailableError, is_postgres_url, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
 
 log = logging.getLogger("guildlink")
@@ -74,12 +76,22 @@ async def serve(settings: Settings) -> int:
         )
         return EXIT_CANNOT_LISTEN
     except StoreUnavailableError as exc:
-        print(
-            f"guildlink: cannot use the database {settings.database_url}: {exc.reason}; make the file and its"
-            " folder writable and free some disk space, or set DATABASE_URL to another file.",
-            file=sys.stderr,
-        )
+        print(database_failure(settings.database_url, exc), file=sys.stderr)
         return EXIT_DATABASE
+
+
+def database_failure(database_url: str, exc: StoreUnavailableError) -> str:
+    """One line for the operator: which database (its password masked), what is wrong, what to do."""
+    if is_postgres_url(database_url):
+        advice = (
+            "check that the PostgreSQL server is running and takes this user's writes, or fix DATABASE_URL"
+        )
+    else:
+        advice = "make the file and its folder writable and free some disk space, or set DATABASE_URL to another file"
+    return (
+        f"guildlink: cannot use the database {printable(masked_database_url(database_url))}: {exc.reason};"
+        f" {advice}."
+    )
 
 
 async def _serve_until_stopped(settings: Settings, stop: asyncio.Event) -> int:
@@ -154,36 +166,37 @@ async def print_status(database_url: str) -> int:
     """The operator's view: linked guilds, sync state and member counts, without starting the bot."""
     # Every text field is escaped: guild names and sync errors come from Discord, so from anyone who can
     # name a server, and an ESC or a newline in them would reach the operator's terminal as is.
-    if not database_url.startswith("sqlite:///"):
-        print(
-            f"guildlink: DATABASE_URL must be a sqlite:/// URL for now, not {printable(database_url.split(':')[0])}.",
-            file=sys.stderr,
-        )
+    problem = database_url_problem(database_url)
+    if problem:
+        print(f"guildlink: {problem}", file=sys.stderr)
         return EXIT_SETTINGS
-    if not sqlite_path(database_url).is_file():
+    if database_url.startswith("sqlite:///") and not sqlite_path(database_url).is_file():
         print(
             f"No database at {printable(str(sqlite_path(database_url)))}: no guild is linked yet (or DATABASE_URL points elsewhere)."
         )
         return 0
-    async with open_store(database_url) as store:
-        links = await store.list_links()
-        if not links:
-            print("No guild is linked yet.")
-            return 0
-        print(f"{'guild id':<20} {'active':<6} {'sync':<8} {'members':>9}  {'synced at':<25} name")
-        for link in links:
-            sync = await store.get_sync_state(link.guild_id)
-            members = await store.count_members(link.guild_id)
-            phase = printable(sync.phase.value if sync else "pending")
-            synced_at = printable(
-                sync.synced_at.isoformat(timespec="seconds") if sync and sync.synced_at else "-"
-            )
-            print(
-                f"{link.guild_id:<20} {'yes' if link.active else 'no':<6} {phase:<8} {members:>9,}  {synced_at:<25} "
-                f"{printable(link.guild_name)}"
-            )
-            if sync and sync.error:
-                print(f"{'':<20} error: {printable(sync.error)}")
+    try:
+        async with open_store(database_url) as store:
+            guilds = await store.list_linked_guilds()
+    except StoreUnavailableError as exc:
+        print(database_failure(database_url, exc), file=sys.stderr)
+        return EXIT_DATABASE
+    if not guilds:
+        print("No guild is linked yet.")
+        return 0
+    print(f"{'guild id':<20} {'active':<6} {'sync':<8} {'members':>9}  {'synced at':<25} name")
+    for guild in guilds:
+        link, sync = guild.link, guild.sync
+        phase = printable(sync.phase.value if sync else "pending")
+        synced_at = printable(
+            sync.synced_at.isoformat(timespec="seconds") if sync and sync.synced_at else "-"
+        )
+        print(
+            f"{link.guild_id:<20} {'yes' if link.active else 'no':<6} {phase:<8} {link.member_count:>9,}  {synced_at:<25} "
+            f"{printable(link.guild_name)}"
+        )
+        if sync and sync.error:
+            print(f"{'':<20} error: {printable(sync.error)}")
     return 0
 
 

@@ -13,7 +13,7 @@ import aiosqlite
 from bench.common import BenchArgs, Table, median, run_standalone
 from bot.payloads import member_from_payload
 from store import SqliteStore, SyncPhase, SyncState
-from store.migrations import MIGRATIONS
+from store.migrations.sqlite import MIGRATIONS
 
 GUILD_ID = 81384788765712384
 CHUNK = 1000

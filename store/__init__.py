@@ -9,6 +9,7 @@ from pathlib import Path
 from store.base import Store
 from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
 from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
+from store.postgres import PostgresStore
 from store.sqlite import SqliteStore
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Link",
     "LinkedGuild",
     "Member",
+    "PostgresStore",
     "RefConflictError",
     "SqliteStore",
     "Store",
@@ -24,8 +26,13 @@ __all__ = [
     "StoreUnavailableError",
     "SyncPhase",
     "SyncState",
+    "UnsupportedDatabaseError",
+    "is_postgres_url",
     "open_store",
+    "sqlite_path",
 ]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class UnsupportedDatabaseError(ValueError):
@@ -37,12 +44,20 @@ def sqlite_path(database_url: str) -> Path:
     return Path(database_url.removeprefix("sqlite:///"))
 
 
+def is_postgres_url(database_url: str) -> bool:
+    return database_url.startswith(POSTGRES_SCHEMES)
+
+
 @asynccontextmanager
-async def open_store(database_url: str) -> AsyncIterator[SqliteStore]:
-    """Open the store that `database_url` names, migrated, and close it on exit."""
-    if not database_url.startswith("sqlite:///"):
+async def open_store(database_url: str) -> AsyncIterator[Store]:
+    """Open the store that `database_url` names (SQLite or PostgreSQL), migrated, and close it on exit."""
+    if is_postgres_url(database_url):
+        async with PostgresStore.open(database_url) as postgres:
+            yield postgres
+    elif database_url.startswith("sqlite:///"):
+        async with SqliteStore.open(sqlite_path(database_url)) as sqlite:
+            yield sqlite
+    else:
         raise UnsupportedDatabaseError(
-            "Only sqlite:/// databases are supported so far; set DATABASE_URL=sqlite:///data/guildlink.db."
+            "DATABASE_URL must be sqlite:///path/to/file.db or postgresql://user:password@host:5432/database."
         )
-    async with SqliteStore.open(sqlite_path(database_url)) as store:
-        yield store

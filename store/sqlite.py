@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -17,14 +16,11 @@ from typing import Any
 import aiosqlite
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
-from store.migrations import MIGRATIONS
+from store.migrations.sqlite import MIGRATIONS
 from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
+from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
-
-# A failed write keeps the store "not writable" for /readyz this long, unless a write of members succeeds
-# since: a probe or a sync state can squeeze into a full disk's last pages while a chunk of members cannot.
-WRITE_FAILURE_MEMORY = 60.0
 
 
 def _time(value: datetime) -> str:
@@ -87,7 +83,7 @@ class SqliteStore:
         # one lock around BEGIN IMMEDIATE ... COMMIT keeps each write whole.
         self._write_lock = asyncio.Lock()
         self._durable = True
-        self._write_failure: tuple[float, str] | None = None
+        self._write_failures = WriteFailureMemory()
 
     @classmethod
     @asynccontextmanager
@@ -127,9 +123,6 @@ class SqliteStore:
             await self._writer.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._durable = durable
 
-    def _note_write(self, failure: StoreUnavailableError | None) -> None:
-        self._write_failure = None if failure is None else (time.monotonic(), failure.reason)
-
     @asynccontextmanager
     async def _statement(
         self, sql: str, params: Sequence[Any] = (), *, durable: bool
@@ -142,7 +135,7 @@ class SqliteStore:
                     async with self._writer.execute(sql, params) as cursor:
                         yield cursor
             except StoreUnavailableError as exc:
-                self._note_write(exc)
+                self._write_failures.failed(exc.reason)
                 raise
 
     @asynccontextmanager
@@ -160,7 +153,7 @@ class SqliteStore:
                         await self._rollback()
                         raise
             except StoreUnavailableError as exc:
-                self._note_write(exc)
+                self._write_failures.failed(exc.reason)
                 raise
 
     async def _rollback(self) -> None:
@@ -206,11 +199,7 @@ class SqliteStore:
             pass
 
     def recent_write_failure(self) -> str | None:
-        """The reason the last write failed, if it did within WRITE_FAILURE_MEMORY seconds and none succeeded since."""
-        if self._write_failure is None:
-            return None
-        at, reason = self._write_failure
-        return reason if time.monotonic() - at < WRITE_FAILURE_MEMORY else None
+        return self._write_failures.recent()
 
     # OAuth2 states: not fsync'd. After a power cut the worst case is a state usable once more, and the
     # code it came back with is single use at Discord anyway.
@@ -433,7 +422,7 @@ class SqliteStore:
                 await self._add_to_member_count(db, guild_id, added)
             if progress is not None:
                 await self._write_sync_state(db, progress)
-        self._note_write(None)
+        self._write_failures.succeeded()
         return len(rows)
 
     @staticmethod

@@ -1,15 +1,20 @@
-"""Shared fixtures: a running sandbox, a factory for more, and discord.py pointed at one."""
+"""Shared fixtures: a running sandbox, a factory for more, discord.py pointed at one, and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import discord
 import pytest
 import yarl
 
 from sandbox import Sandbox, SandboxOptions
+from tests.postgres_cluster import PostgresMissingError, ThrowawayCluster
 
 DISCORD_IDENTIFY_INTERVAL = SandboxOptions().identify_interval
 
@@ -53,3 +58,43 @@ def point_discord_py(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox], Non
         )
 
     return apply
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL superuser URL: GUILDLINK_TEST_POSTGRES_URL, or a throwaway cluster for this session.
+
+    Fails (never skips) when PostgreSQL is not installed: the PostgreSQL engine is part of what is tested.
+    """
+    given = os.environ.get("GUILDLINK_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    cluster: ThrowawayCluster | None = None
+    try:
+        cluster = ThrowawayCluster.start()
+    except PostgresMissingError as exc:
+        missing = str(exc)
+    if cluster is None:
+        pytest.fail(missing, pytrace=False)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
+    """The URL of a new, empty database of its own for this test, dropped at teardown."""
+    name = f"guildlink_test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

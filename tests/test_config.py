@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Secret, SettingsError, parse_settings
+from config import Secret, SettingsError, masked_database_url, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,10 +100,51 @@ def test_main_exits_2_with_one_message_and_no_traceback(tmp_path: Path) -> None:
     assert "s3cret-value-never-shown" not in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("url", ["postgresql://u:p@db/guildlink", "mysql://db", "sqlite:///"])
-def test_a_database_this_build_cannot_open_is_refused_at_start(url: str) -> None:
-    with pytest.raises(SettingsError, match="DATABASE_URL"):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://db",
+        "sqlite:///",
+        "postgresql:///guildlink",  # no server: neither a host nor a socket folder
+        "postgresql://guildlink:pa55word@db:port/guildlink",
+        "postgresql://guildlink:pa55word@[::1/guildlink",
+    ],
+)
+def test_a_database_this_build_cannot_open_is_refused_at_start_without_its_password(url: str) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL") as caught:
         parse_settings(valid_env(DATABASE_URL=url))
+    assert "pa55word" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///data/guildlink.db",
+        "sqlite:////var/lib/guildlink/guildlink.db",
+        "postgresql://guildlink:pa55word@db.internal:5432/guildlink",
+        "postgres://db.internal/guildlink",
+        "postgresql:///guildlink?host=/run/postgresql",
+    ],
+)
+def test_sqlite_and_postgresql_urls_are_accepted(url: str) -> None:
+    assert parse_settings(valid_env(DATABASE_URL=url)).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://guildlink:pa55word@db:5432/guildlink", "postgresql://guildlink:***@db:5432/guildlink"),
+        (
+            "postgresql://guildlink@db/guildlink?password=pa55word",
+            "postgresql://guildlink@db/guildlink?password=***",
+        ),
+        ("postgresql://guildlink:pa@55word@db/guildlink", "postgresql://guildlink:***@db/guildlink"),
+        ("sqlite:///data/guildlink.db", "sqlite:///data/guildlink.db"),
+    ],
+)
+def test_a_database_urls_password_is_masked_wherever_it_is_shown(url: str, shown: str) -> None:
+    assert masked_database_url(url) == shown
+    assert "pa55word" not in repr(parse_settings(valid_env(DATABASE_URL=url)))
 
 
 def test_shards_are_all_of_the_recommended_count_unless_set() -> None:

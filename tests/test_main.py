@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from main import print_status
+from main import EXIT_DATABASE, EXIT_SETTINGS, print_status
 from store import Link, SyncPhase, SyncState, open_store
+from tests.harness import free_port
 
 
 def _link(guild_id: int, name: str) -> Link:
@@ -37,3 +38,43 @@ async def test_status_shows_control_characters_in_names_and_errors_as_escapes(
     assert rows[0].endswith(" \\x1b[31mred\\nfake row")
     assert rows[1].endswith("error: gateway said \\x1b]0;pwned\\x07\\r")
     assert rows[2].endswith(" Plain Guild")
+
+
+async def test_status_reads_a_postgresql_database_through_the_store(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with open_store(postgres_url) as store:
+        await store.save_link(_link(1001, "Plain Guild"))
+        await store.save_sync_state(
+            SyncState(1001, SyncPhase.SYNCED, synced_at=datetime(2026, 1, 2, tzinfo=UTC))
+        )
+
+    assert await print_status(postgres_url) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.startswith("guild id")
+    assert row.split()[:4] == ["1001", "yes", "synced", "0"] and row.endswith(" Plain Guild")
+
+
+async def test_status_of_an_unreachable_postgresql_is_one_line_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"postgresql://guildlink:pa55word@127.0.0.1:{free_port()}/guildlink"
+    assert await print_status(url) == EXIT_DATABASE
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "pa55word" not in captured.err and "guildlink:***@127.0.0.1" in captured.err
+    assert "refused the connection" in captured.err
+
+
+async def test_status_of_an_unknown_database_names_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await print_status("mysql://guildlink:pa55word@db/guildlink") == EXIT_SETTINGS
+    err = capsys.readouterr().err
+    assert "DATABASE_URL" in err and "pa55word" not in err
+
+
+async def test_status_without_a_sqlite_file_says_nothing_is_linked_and_creates_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await print_status(f"sqlite:///{tmp_path / 'missing.db'}") == 0
+    assert capsys.readouterr().out.startswith("No database at ")
+    assert not (tmp_path / "missing.db").exists()

@@ -1,4 +1,4 @@
-"""Numbered schema migrations, applied in order at start-up, each inside a transaction."""
+"""SQLite's numbered schema migrations, applied in order at start-up, each inside a transaction."""
 
 from __future__ import annotations
 

@@ -1,0 +1,86 @@
+"""PostgreSQL's numbered schema migrations, applied in order at start-up, each inside a transaction.
+
+They mirror SQLite's steps one for one, so that schema version N means the same tables on both engines.
+"""
+
+from __future__ import annotations
+
+# Snowflakes are BIGINT (signed 64-bit, as Discord promises); times are timestamptz. Each script runs as one
+# simple query, so it may hold several statements.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: links and pending OAuth2 states
+    """
+    CREATE TABLE links (
+        guild_id BIGINT PRIMARY KEY,
+        guild_name TEXT NOT NULL,
+        linked_by_id BIGINT NOT NULL,
+        linked_by_username TEXT NOT NULL,
+        scopes TEXT[] NOT NULL,
+        permissions BIGINT NOT NULL,
+        linked_at TIMESTAMPTZ NOT NULL,
+        ref TEXT,
+        active BOOLEAN NOT NULL DEFAULT TRUE
+    );
+    CREATE INDEX links_ref ON links (ref);
+    CREATE TABLE pending_states (
+        state TEXT PRIMARY KEY,
+        browser_hash BYTEA NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        ref TEXT
+    );
+    CREATE INDEX pending_states_expires_at ON pending_states (expires_at);
+    CREATE INDEX pending_states_created_at ON pending_states (created_at);
+    """,
+    # 2: members and each guild's sync state
+    """
+    CREATE TABLE members (
+        guild_id BIGINT NOT NULL,
+        user_id BIGINT NOT NULL,
+        username TEXT NOT NULL,
+        global_name TEXT,
+        nick TEXT,
+        avatar TEXT,
+        bot BOOLEAN NOT NULL,
+        roles BIGINT[] NOT NULL,
+        -- Discord's own text, handed back as it came (the API passes it on unparsed).
+        joined_at TEXT,
+        last_seen TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE sync_states (
+        guild_id BIGINT PRIMARY KEY,
+        phase TEXT NOT NULL,
+        members_stored INTEGER NOT NULL DEFAULT 0,
+        member_count INTEGER,
+        synced_at TIMESTAMPTZ,
+        error TEXT,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+    """,
+    # 3: hardening, as SQLite's step 3: single-use state nonces instead of pending states, bounded invites,
+    # each link's member count, and a row for the write probe.
+    """
+    DROP TABLE pending_states;
+    CREATE TABLE used_states (
+        nonce BYTEA PRIMARY KEY,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX used_states_expires_at ON used_states (expires_at);
+    CREATE TABLE invites (
+        token_hash BYTEA PRIMARY KEY,
+        ref TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        used_at TIMESTAMPTZ,
+        guild_id BIGINT
+    );
+    CREATE INDEX invites_expires_at ON invites (expires_at);
+    ALTER TABLE links ADD COLUMN member_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE links SET member_count = (SELECT COUNT(*) FROM members WHERE members.guild_id = links.guild_id);
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TIMESTAMPTZ NOT NULL
+    );
+    """,
+)

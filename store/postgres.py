@@ -1,0 +1,466 @@
+"""The PostgreSQL engine of the store (asyncpg): a pool of connections, one transaction per write."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
+from store.migrations.postgres import MIGRATIONS
+from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
+from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
+from store.write_failures import WriteFailureMemory
+
+log = logging.getLogger(__name__)
+
+POOL_MAX_SIZE = 10
+CONNECT_TIMEOUT = 10.0
+# A statement, or a wait for a free connection, that takes longer than this counts as the database failing.
+COMMAND_TIMEOUT = 60.0
+ACQUIRE_TIMEOUT = 30.0
+
+# Advisory locks of the store itself take the two-int key space, (this, what), so that they never meet the
+# one-bigint keys that per-guild work may take with a guild id.
+_LOCK_CLASS = 0x676C6E6B  # "glnk"
+_MIGRATION_LOCK = 1
+_INVITES_LOCK = 2
+
+_LINK_COLUMNS = (
+    "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
+    " active, links.member_count"
+)
+_SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, error, updated_at"
+_MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot", "roles", "joined_at")
+
+# Each connection's own staging table for a chunk of members, emptied at every commit: COPY fills it, one
+# INSERT ... SELECT merges it. Temporary tables are not written to the WAL, and each session has its own.
+_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
+    user_id BIGINT NOT NULL,
+    username TEXT NOT NULL,
+    global_name TEXT,
+    nick TEXT,
+    avatar TEXT,
+    bot BOOLEAN NOT NULL,
+    roles BIGINT[] NOT NULL,
+    joined_at TEXT
+) ON COMMIT DELETE ROWS
+"""
+
+# One statement, so both parts read the same snapshot: how many of the chunk's members were stored
+# already, and the merge itself. The difference is how many the chunk added. The LIMIT keeps the lookup a
+# probe of the primary key per chunk row: as a join, the planner (knowing nothing of the temporary table)
+# hashes every member of the guild, and each chunk of a large guild's sync gets slower than the last.
+_MERGE_CHUNK = """
+WITH known AS (
+    SELECT COUNT(*) AS n FROM member_chunk, LATERAL (
+        SELECT 1 FROM members WHERE members.guild_id = $1 AND members.user_id = member_chunk.user_id LIMIT 1
+    ) AS stored
+), merged AS (
+    INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
+        last_seen)
+    SELECT $1, user_id, username, global_name, nick, avatar, bot, roles, joined_at, $2 FROM member_chunk
+    ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username,
+        global_name = excluded.global_name, nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot,
+        roles = excluded.roles, joined_at = excluded.joined_at, last_seen = excluded.last_seen
+    RETURNING 1
+)
+SELECT (SELECT COUNT(*) FROM merged) - (SELECT n FROM known)
+"""
+
+
+def _rowcount(status: str) -> int:
+    """The count at the end of a command tag such as 'DELETE 3' or 'INSERT 0 1'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresStore:
+    """The store on one PostgreSQL database, shared by any number of guildlink processes."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._write_failures = WriteFailureMemory()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, dsn: str) -> AsyncIterator[PostgresStore]:
+        """Connect to the database `dsn` names, migrate it, check it takes writes, close the pool on exit.
+
+        Raise StoreUnavailableError if it cannot be reached, migrated or written.
+        """
+        with unavailable_on_failure():
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=POOL_MAX_SIZE,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        try:
+            store = cls(pool)
+            await store._migrate()
+            await store.check_writable()
+            yield store
+        finally:
+            await pool.close()
+
+    @asynccontextmanager
+    async def _transaction(self, *, durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """Several statements as one; `durable=False` for what a resync rebuilds (members, sync states, nonces)."""
+        try:
+            with unavailable_on_failure():
+                async with self._begun() as conn:
+                    if not durable:
+                        # The commit returns before the WAL is flushed; a crash may undo the last few
+                        # such commits, never leave one half done (SQLite's synchronous=NORMAL).
+                        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                    yield conn
+        except StoreUnavailableError as exc:
+            self._write_failures.failed(exc.reason)
+            raise
+
+    @asynccontextmanager
+    async def _begun(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in a new transaction, committed on exit, rolled back on an exception.
+
+        A connection the server ended while it sat in the pool fails at BEGIN, before anything of ours ran:
+        then the try is repeated on a new connection, so that a database restart fails no request.
+        """
+        for attempt in range(2):
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                transaction = conn.transaction()
+                try:
+                    await transaction.start()
+                except LOST_CONNECTION:
+                    if attempt:
+                        raise
+                    await self._replace_connections()
+                    continue
+                try:
+                    yield conn
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                await transaction.commit()
+                return
+
+    async def _migrate(self) -> None:
+        for version, script in enumerate(MIGRATIONS, start=1):
+            async with self._transaction() as conn:
+                # Two processes starting at once: the second waits here, then finds the step applied.
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version"
+                    " (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+                )
+                current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                if version <= current:
+                    continue
+                await conn.execute(script)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                    version,
+                    datetime.now(UTC),
+                )
+            log.info("store.migrated engine=postgres version=%d", version)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with unavailable_on_failure():
+            try:
+                return await self._pool.fetch(sql, *args, timeout=COMMAND_TIMEOUT)
+            except LOST_CONNECTION:
+                # A read is safe to repeat on a new connection.
+                await self._replace_connections()
+                return await self._pool.fetch(sql, *args, timeout=COMMAND_TIMEOUT)
+
+    async def _replace_connections(self) -> None:
+        """Have every pooled connection replaced at its next use: one lost usually means a restart ended all."""
+        log.warning("store.connection_lost engine=postgres: reconnecting")
+        await self._pool.expire_connections()
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def check_writable(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, $1)"
+                " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                datetime.now(UTC),
+            )
+
+    def recent_write_failure(self) -> str | None:
+        return self._write_failures.recent()
+
+    # OAuth2 states: not durable. After a crash the worst case is a state usable once more, and the code it
+    # came back with is single use at Discord anyway.
+
+    async def use_state_once(self, nonce: bytes, expires_at: datetime) -> bool:
+        async with self._transaction(durable=False) as conn:
+            await conn.execute("DELETE FROM used_states WHERE expires_at <= $1", datetime.now(UTC))
+            # A second use waits for the first one's commit, then does nothing.
+            status = await conn.execute(
+                "INSERT INTO used_states (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                nonce,
+                expires_at,
+            )
+            return _rowcount(status) == 1
+
+    # Invites
+
+    async def add_invite(self, invite: Invite, *, limit: int) -> bool:
+        # Durable: the backend hands the URL on as soon as we answer.
+        async with self._transaction() as conn:
+            # Counting and inserting is one step for the bound to hold: concurrent additions take turns.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _INVITES_LOCK)
+            await conn.execute("DELETE FROM invites WHERE expires_at <= $1", datetime.now(UTC))
+            if await conn.fetchval("SELECT COUNT(*) FROM invites WHERE used_at IS NULL") >= limit:
+                return False
+            await conn.execute(
+                "INSERT INTO invites (token_hash, ref, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                invite.token_hash,
+                invite.ref,
+                invite.created_at,
+                invite.expires_at,
+            )
+        return True
+
+    async def get_invite(self, token_hash: bytes) -> Invite | None:
+        rows = await self._fetch(
+            "SELECT ref, created_at, expires_at, used_at, guild_id FROM invites WHERE token_hash = $1",
+            token_hash,
+        )
+        if not rows:
+            return None
+        ref, created_at, expires_at, used_at, guild_id = rows[0]
+        return Invite(token_hash, ref, created_at, expires_at, used_at=used_at, guild_id=guild_id)
+
+    # Links
+
+    async def save_link(self, link: Link, *, invite_hash: bytes | None = None) -> Link:
+        now = datetime.now(UTC)
+        # Durable: the success page promises the link is recorded.
+        async with self._transaction() as conn:
+            if invite_hash is not None:
+                # Locked: of two links started from one invite, the second reads it used.
+                invite = await conn.fetchrow(
+                    "SELECT used_at, expires_at FROM invites WHERE token_hash = $1 FOR UPDATE", invite_hash
+                )
+                if invite is None or invite[0] is not None or invite[1] <= now:
+                    raise InviteUnusableError("the invite is unknown, used or expired")
+            # The ref rule sits in the upsert's WHERE, which PostgreSQL checks on the locked, latest row: a
+            # concurrent first link of the same guild for another ref is refused too. No row back: refused.
+            row = await conn.fetchrow(
+                "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
+                " linked_at, ref, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE)"
+                " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
+                " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
+                " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
+                " ref = COALESCE(excluded.ref, links.ref), active = TRUE"
+                " WHERE NOT links.active OR excluded.ref IS NULL OR links.ref IS NULL OR links.ref = excluded.ref"
+                f" RETURNING {_LINK_COLUMNS}",
+                link.guild_id,
+                link.guild_name,
+                link.linked_by_id,
+                link.linked_by_username,
+                list(link.scopes),
+                link.permissions,
+                link.linked_at,
+                link.ref,
+            )
+            if row is None:
+                raise RefConflictError(link.guild_id)
+            # A new or revived link waits for its sync; a link that is being synced keeps its progress.
+            await conn.execute(
+                "INSERT INTO sync_states (guild_id, phase, updated_at) VALUES ($1, 'pending', $2)"
+                " ON CONFLICT (guild_id) DO UPDATE SET phase = 'pending', members_stored = 0, error = NULL,"
+                " updated_at = excluded.updated_at WHERE sync_states.phase = 'removed'",
+                link.guild_id,
+                now,
+            )
+            if invite_hash is not None:
+                await conn.execute(
+                    "UPDATE invites SET used_at = $1, guild_id = $2 WHERE token_hash = $3",
+                    now,
+                    link.guild_id,
+                    invite_hash,
+                )
+        return _link(row)
+
+    async def get_link(self, guild_id: int) -> Link | None:
+        rows = await self._fetch(f"SELECT {_LINK_COLUMNS} FROM links WHERE guild_id = $1", guild_id)
+        return _link(rows[0]) if rows else None
+
+    async def list_links(self, *, ref: str | None = None, active_only: bool = False) -> list[Link]:
+        rows = await self._fetch(
+            f"SELECT {_LINK_COLUMNS} FROM links WHERE ($1::text IS NULL OR ref = $1) AND (active OR NOT $2)"
+            " ORDER BY linked_at, guild_id",
+            ref,
+            active_only,
+        )
+        return [_link(row) for row in rows]
+
+    async def list_linked_guilds(self, *, ref: str | None = None) -> list[LinkedGuild]:
+        rows = await self._fetch(
+            f"SELECT {_LINK_COLUMNS}, {_SYNC_COLUMNS} FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id"
+            " WHERE $1::text IS NULL OR ref = $1 ORDER BY linked_at, links.guild_id",
+            ref,
+        )
+        width = 10
+        return [
+            LinkedGuild(
+                _link(row[:width]), _sync_state(row[0], row[width:]) if row[width] is not None else None
+            )
+            for row in rows
+        ]
+
+    async def deactivate_link(self, guild_id: int) -> bool:
+        async with self._transaction() as conn:
+            # The link's row first, as every member write takes it: a chunk in flight commits before this
+            # update (and its members are deleted below) or reads the link inactive after it.
+            status = await conn.execute(
+                "UPDATE links SET active = FALSE, member_count = 0 WHERE guild_id = $1", guild_id
+            )
+            found = _rowcount(status) > 0
+            await conn.execute("DELETE FROM members WHERE guild_id = $1", guild_id)
+            if found:
+                await _write_sync_state(conn, SyncState(guild_id, SyncPhase.REMOVED))
+        return found
+
+    # Members
+
+    async def upsert_members(
+        self,
+        guild_id: int,
+        members: Iterable[Member],
+        seen_at: datetime,
+        *,
+        progress: SyncState | None = None,
+    ) -> int | None:
+        given = list(members)
+        # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
+        chunk = list({member.user_id: member for member in given}.values())
+        async with self._transaction(durable=False) as conn:
+            if not await _lock_active_link(conn, guild_id):
+                return None
+            await conn.execute(_STAGING)
+            await conn.copy_records_to_table("member_chunk", records=chunk, columns=_MEMBER_COLUMNS)
+            added = await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at)
+            if added:
+                await _add_to_member_count(conn, guild_id, added)
+            if progress is not None:
+                await _write_sync_state(conn, progress)
+        self._write_failures.succeeded()
+        return len(given)
+
+    async def remove_member(self, guild_id: int, user_id: int) -> None:
+        async with self._transaction(durable=False) as conn:
+            await _lock_active_link(conn, guild_id)
+            status = await conn.execute(
+                "DELETE FROM members WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
+            )
+            if removed := _rowcount(status):
+                await _add_to_member_count(conn, guild_id, -removed)
+
+    async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
+        async with self._transaction(durable=False) as conn:
+            await _lock_active_link(conn, guild_id)
+            status = await conn.execute(
+                "DELETE FROM members WHERE guild_id = $1 AND last_seen < $2", guild_id, since
+            )
+            if removed := _rowcount(status):
+                await _add_to_member_count(conn, guild_id, -removed)
+            return removed
+
+    async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]:
+        rows = await self._fetch(
+            "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
+            " WHERE guild_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+            guild_id,
+            after,
+            limit,
+        )
+        return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]
+
+    async def count_members(self, guild_id: int) -> int:
+        rows = await self._fetch("SELECT COUNT(*) FROM members WHERE guild_id = $1", guild_id)
+        return int(rows[0][0])
+
+    # Sync state
+
+    async def save_sync_state(self, sync: SyncState) -> bool:
+        async with self._transaction(durable=False) as conn:
+            if not await _lock_active_link(conn, sync.guild_id):
+                return False
+            await _write_sync_state(conn, sync)
+        return True
+
+    async def get_sync_state(self, guild_id: int) -> SyncState | None:
+        rows = await self._fetch(f"SELECT {_SYNC_COLUMNS} FROM sync_states WHERE guild_id = $1", guild_id)
+        return _sync_state(guild_id, rows[0]) if rows else None
+
+
+async def _lock_active_link(conn: asyncpg.Connection, guild_id: int) -> bool:
+    """Lock the guild's link row until commit and say whether it is active.
+
+    Every write of a guild's members or sync state takes this lock first, so they take turns per guild
+    (the member count stays exact) and an unlink is ordered wholly before or after each of them.
+    """
+    active = await conn.fetchval("SELECT active FROM links WHERE guild_id = $1 FOR NO KEY UPDATE", guild_id)
+    return bool(active)
+
+
+async def _add_to_member_count(conn: asyncpg.Connection, guild_id: int, delta: int) -> None:
+    await conn.execute(
+        "UPDATE links SET member_count = member_count + $2 WHERE guild_id = $1", guild_id, delta
+    )
+
+
+async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState) -> None:
+    await conn.execute(
+        "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
+        " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (guild_id) DO UPDATE SET"
+        " phase = excluded.phase, members_stored = excluded.members_stored,"
+        " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
+        " error = excluded.error, updated_at = excluded.updated_at",
+        sync.guild_id,
+        sync.phase.value,
+        sync.members_stored,
+        sync.member_count,
+        sync.synced_at,
+        sync.error,
+        sync.updated_at or datetime.now(UTC),
+    )
+
+
+def _link(row: Sequence[Any]) -> Link:
+    return Link(
+        guild_id=row[0],
+        guild_name=row[1],
+        linked_by_id=row[2],
+        linked_by_username=row[3],
+        scopes=tuple(row[4]),
+        permissions=row[5],
+        linked_at=row[6],
+        ref=row[7],
+        active=row[8],
+        member_count=row[9],
+    )
+
+
+def _sync_state(guild_id: int, row: Sequence[Any]) -> SyncState:
+    return SyncState(
+        guild_id=guild_id,
+        phase=SyncPhase(row[0]),
+        members_stored=row[1],
+        member_count=row[2],
+        synced_at=row[3],
+        error=row[4],
+        updated_at=row[5],
+    )

@@ -1,0 +1,199 @@
+"""What only the PostgreSQL engine promises: upgrades in place, one migrator at a time, failures named safely."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from store import PostgresStore, StoreUnavailableError, open_store
+from store.migrations.postgres import MIGRATIONS
+from store.postgres import _MEMBER_COLUMNS, _MERGE_CHUNK, _STAGING
+from store.postgres_errors import reason
+from tests.harness import free_port
+from tests.store.records import a_link, a_member
+
+
+async def test_a_database_written_by_schema_1_is_upgraded_in_place(postgres_url: str) -> None:
+    db = await asyncpg.connect(postgres_url)
+    try:
+        await db.execute(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+        await db.execute(MIGRATIONS[0])
+        await db.execute("INSERT INTO schema_version VALUES (1, now())")
+        await db.execute(
+            "INSERT INTO links VALUES (7, 'Old', 42, 'admin', '{identify,bot}', 8, '2026-01-01T00:00:00Z', 'r', TRUE)"
+        )
+        await db.execute("INSERT INTO pending_states VALUES ('s', '\\x00', now(), now(), 'r')")
+    finally:
+        await db.close()
+
+    async with PostgresStore.open(postgres_url) as store:
+        link = await store.get_link(7)
+        assert link is not None
+        assert (link.guild_name, link.scopes, link.permissions, link.ref, link.active, link.member_count) == (
+            "Old",
+            ("identify", "bot"),
+            8,
+            "r",
+            True,
+            0,
+        )
+        assert link.linked_at == datetime(2026, 1, 1, tzinfo=UTC)
+        assert await store.upsert_members(7, [a_member(1), a_member(2)], datetime.now(UTC)) == 2
+        assert (await store.get_link(7) or link).member_count == 2
+
+    db = await asyncpg.connect(postgres_url)
+    try:
+        versions = [row[0] for row in await db.fetch("SELECT version FROM schema_version ORDER BY version")]
+        old_states = await db.fetchval("SELECT to_regclass('pending_states')")
+    finally:
+        await db.close()
+    assert versions == list(range(1, len(MIGRATIONS) + 1)) and old_states is None
+
+
+async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:
+    async def start() -> None:
+        async with PostgresStore.open(postgres_url) as store:
+            await store.save_link(a_link())
+
+    await asyncio.gather(*(start() for _ in range(4)))
+    db = await asyncpg.connect(postgres_url)
+    try:
+        versions = [row[0] for row in await db.fetch("SELECT version FROM schema_version ORDER BY version")]
+    finally:
+        await db.close()
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_the_postgres_scheme_is_the_same_engine(postgres_url: str) -> None:
+    async with open_store(postgres_url.replace("postgresql://", "postgres://", 1)) as store:
+        assert isinstance(store, PostgresStore)
+
+
+async def test_a_server_that_refuses_connections_is_unavailable_and_the_reason_hides_the_url() -> None:
+    port = free_port()
+    with pytest.raises(StoreUnavailableError) as raised:
+        async with open_store(f"postgresql://guildlink:pa55word@127.0.0.1:{port}/guildlink"):
+            pass
+    assert "refused" in raised.value.reason
+    assert "pa55word" not in str(raised.value) and str(port) not in str(raised.value)
+
+
+async def test_a_missing_database_is_named_as_such(postgres_server: str) -> None:
+    with pytest.raises(StoreUnavailableError, match="does not exist"):
+        async with open_store(postgres_server.rsplit("/", 1)[0] + "/no_such_database"):
+            pass
+
+
+async def _end_sessions(postgres_url: str, *, read_only: bool | None = None) -> None:
+    """End every session of the test's database (as a restart would), setting it read-only or not first."""
+    name = postgres_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        if read_only is not None:
+            # A database's settings apply to sessions started after the change.
+            await admin.execute(
+                f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if read_only else "off"}'
+            )
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await admin.close()
+
+
+async def test_connections_the_server_ended_are_replaced_without_an_error(postgres_url: str) -> None:
+    async with open_store(postgres_url) as store:
+        await store.save_link(a_link(7))
+        await _end_sessions(postgres_url)
+        assert await store.upsert_members(7, [a_member(1)], datetime.now(UTC)) == 1
+        await _end_sessions(postgres_url)
+        assert await store.get_link(7) is not None
+        assert store.recent_write_failure() is None
+
+
+async def test_a_read_only_database_refuses_writes_with_a_reason_until_it_takes_them_again(
+    postgres_url: str,
+) -> None:
+    async with open_store(postgres_url) as store:
+        await store.save_link(a_link(7))
+        await _end_sessions(postgres_url, read_only=True)
+        with pytest.raises(StoreUnavailableError) as raised:
+            await store.upsert_members(7, [a_member(1)], datetime.now(UTC))
+        assert raised.value.reason == "the database is read-only"
+        assert store.recent_write_failure() == "the database is read-only"
+        assert await store.get_link(7) is not None  # reads go on
+
+        with pytest.raises(StoreUnavailableError, match="read-only"):
+            async with open_store(postgres_url):
+                pass
+
+        await _end_sessions(postgres_url, read_only=False)
+        assert await store.upsert_members(7, [a_member(1)], datetime.now(UTC)) == 1
+        assert store.recent_write_failure() is None
+
+
+async def test_merging_a_chunk_probes_the_guilds_members_instead_of_reading_them_all(
+    postgres_url: str,
+) -> None:
+    async with open_store(postgres_url) as store:
+        await store.save_link(a_link(7))
+        for start in range(0, 20_000, 1000):
+            await store.upsert_members(
+                7, [a_member(i) for i in range(start, start + 1000)], datetime.now(UTC)
+            )
+    db = await asyncpg.connect(postgres_url)
+    try:
+        async with db.transaction():  # EXPLAIN alone plans the merge without running it
+            await db.execute(_STAGING)
+            chunk = [a_member(i) for i in range(30_000, 31_000)]
+            await db.copy_records_to_table("member_chunk", records=chunk, columns=_MEMBER_COLUMNS)
+            plan = "\n".join(
+                row[0] for row in await db.fetch(f"EXPLAIN {_MERGE_CHUNK}", 7, datetime.now(UTC))
+            )
+    finally:
+        await db.close()
+    # Reading all 20,000 to count the chunk's known members would make every chunk of a sync slower than
+    # the one before: a large guild's sync would take quadratic time.
+    assert "members_pkey" in plan and "Hash" not in plan and "Seq Scan on members" not in plan
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("cannot execute INSERT"), "read-only"),
+        (asyncpg.exceptions.DiskFullError("could not extend file base/1/2: No space left"), "full"),
+        (
+            asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+            "too many connections",
+        ),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), "shut down"),
+        (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), "starting up"),
+        (
+            asyncpg.exceptions.InvalidPasswordError('password authentication failed for user "bob"'),
+            "password",
+        ),
+        (asyncpg.exceptions.ConnectionFailureError("server closed the connection"), "connection"),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), "deadlock"),
+        (ConnectionRefusedError(111, "Connect call failed ('10.0.0.5', 5432)"), "refused"),
+        (TimeoutError(), "in time"),
+    ],
+)
+def test_failures_an_operator_must_fix_are_named_without_their_values(
+    failure: BaseException, expected: str
+) -> None:
+    why = reason(failure)
+    assert why is not None and expected in why
+    for value in ("base/1/2", "bob", "10.0.0.5", "5432", "INSERT"):
+        assert value not in why
+
+
+def test_guildlinks_own_bugs_are_not_reported_as_an_unavailable_database() -> None:
+    assert reason(asyncpg.exceptions.UniqueViolationError("duplicate key")) is None
+    assert reason(asyncpg.exceptions.PostgresSyntaxError("syntax error")) is None
+    assert reason(asyncpg.exceptions.NumericValueOutOfRangeError("out of range")) is None
