@@ -11,6 +11,7 @@ import discord
 from bot.discord_internals import (
     close_orphaned_connections,
     parser_table,
+    set_reading_paused,
     socket_open,
     unanswered_heartbeat_seconds,
     use_gateway_url,
@@ -97,7 +98,9 @@ class GuildlinkBot(discord.AutoShardedClient):
             leave_guild=self._leave_guild,
             on_change=self.update_presence,
         )
-        self.member_events = MemberEventWriter(store, is_linked=self.links.__contains__)
+        self.member_events = MemberEventWriter(
+            store, is_linked=self.links.__contains__, pause_reading=self._pause_gateway_reading
+        )
         self._install_raw_handlers()
 
     def _install_raw_handlers(self) -> None:
@@ -137,9 +140,9 @@ class GuildlinkBot(discord.AutoShardedClient):
 
         parsers["GUILD_MEMBERS_CHUNK"] = members_chunk
         parsers["RATE_LIMITED"] = guarded(self.member_sync.on_rate_limited)
-        parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_upserted, parsers["GUILD_MEMBER_ADD"])
+        parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_joined, parsers["GUILD_MEMBER_ADD"])
         parsers["GUILD_MEMBER_UPDATE"] = chained(
-            self.member_events.member_upserted, parsers["GUILD_MEMBER_UPDATE"]
+            self.member_events.member_updated, parsers["GUILD_MEMBER_UPDATE"]
         )
         parsers["GUILD_MEMBER_REMOVE"] = chained(member_removed, parsers["GUILD_MEMBER_REMOVE"])
 
@@ -230,6 +233,10 @@ class GuildlinkBot(discord.AutoShardedClient):
         await self.links.guild_removed(guild.id)
 
     # Helpers
+
+    def _pause_gateway_reading(self, paused: bool) -> None:
+        for shard_id in self._own_shard_ids():
+            set_reading_paused(websocket_of_shard(self, shard_id), paused)
 
     def shard_of(self, guild_id: int) -> int:
         return shard_of(guild_id, self.shard_count or 1)

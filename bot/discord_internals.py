@@ -105,3 +105,15 @@ async def close_orphaned_connections(client: discord.Client) -> int:
     for ws in orphans:
         await ws.close(code=1000)
     return len(orphans)
+
+
+def set_reading_paused(ws: DiscordWebSocket | None, paused: bool) -> None:
+    """Stop (or resume) reading the connection's socket, so that TCP holds further events at Discord.
+
+    The member-event writer's back-pressure: dispatches reach us synchronously from discord.py's reader,
+    which cannot be made to wait; pausing the transport under aiohttp's WebSocket is the one way to slow it.
+    """
+    socket = getattr(ws, "socket", None) if ws is not None else None
+    protocol = getattr(socket, "_protocol", None)
+    if protocol is not None:
+        (protocol.pause_reading if paused else protocol.resume_reading)()

@@ -1,99 +1,141 @@
-"""Member joins, changes and leaves written to the store in the order the gateway sent them."""
+"""Member joins, changes and leaves: batched into one transaction at a time, in the order the gateway sent them."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.payloads import member_from_payload
-from store import Member, Store, StoreUnavailableError
+from store import MemberChange, MemberChangeKind, Store, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
+# The writer takes whatever has gathered, up to this many events, and commits it as one transaction.
+BATCH_CAP = 5_000
+# Past this many events waiting, reading from the gateway pauses until the writer has caught up by half:
+# TCP's flow control then holds the rest at Discord, and nothing is dropped.
+MAX_QUEUED = 50_000
 # A write the database refused (full disk, read-only for a moment) is tried again after these waits, growing
-# to the last; the event is never dropped, and those queued behind it wait, so the order holds.
+# to the last; the batch is never dropped, and the events behind it wait, so the order holds.
 RETRY_WAITS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 SHUTDOWN_DRAIN_SECONDS = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Upsert:
-    guild_id: int
-    member: Member
-
-
-@dataclass(frozen=True, slots=True)
-class _Remove:
-    guild_id: int
-    user_id: int
-
-
 class MemberEventWriter:
-    """One queue, one writer task: an update followed by a removal can never land the other way round."""
+    """One queue, one writer task: an update followed by a removal can never land the other way round.
 
-    def __init__(self, store: Store, *, is_linked: Callable[[int], bool]) -> None:
+    Events are taken from discord.py's parser table as they are read, so GUILD_MEMBER_ADD, UPDATE and
+    REMOVE keep the gateway's order: the public on_member_join and on_raw_member_remove run as tasks,
+    later than a synchronous UPDATE that followed them on the socket.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        is_linked: Callable[[int], bool],
+        pause_reading: Callable[[bool], None] = lambda paused: None,
+        batch_cap: int = BATCH_CAP,
+        max_queued: int = MAX_QUEUED,
+    ) -> None:
         self._store = store
         self._is_linked = is_linked
-        self._queue: asyncio.Queue[_Upsert | _Remove] = asyncio.Queue()
+        self._pause_reading = pause_reading
+        self._batch_cap = batch_cap
+        self._max_queued = max_queued
+        self._pending: deque[MemberChange] = deque()
+        self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._writing = 0
+        self._paused = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._write_forever())
+        self._task = asyncio.create_task(self._write_forever(), name="member-events")
+
+    def queued(self) -> int:
+        """Events received and not yet stored."""
+        return len(self._pending) + self._writing
+
+    async def wait_written(self) -> None:
+        """Until every event received so far is stored (tests, shutdown)."""
+        await self._drained.wait()
 
     async def close(self) -> None:
         """Write what is queued (for up to SHUTDOWN_DRAIN_SECONDS), then stop."""
         if self._task is None:
             return
         try:
-            await asyncio.wait_for(self._queue.join(), SHUTDOWN_DRAIN_SECONDS)
+            await asyncio.wait_for(self.wait_written(), SHUTDOWN_DRAIN_SECONDS)
         except TimeoutError:
             # The database is refusing writes; the next start's full resync reconciles what is left.
-            log.warning("members.events_unwritten_at_shutdown count=%d", self._queue.qsize())
+            log.warning("members.events_unwritten_at_shutdown count=%d", self.queued())
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
-    def queued(self) -> int:
-        """Events received and not yet stored."""
-        return self._queue.qsize()
+    # Raw dispatches, called synchronously from discord.py's parser table.
 
-    def member_upserted(self, data: Mapping[str, Any]) -> None:
-        """GUILD_MEMBER_ADD or GUILD_MEMBER_UPDATE (which carries the whole member and user)."""
-        guild_id = int(data["guild_id"])
-        if self._is_linked(guild_id):
-            self._queue.put_nowait(_Upsert(guild_id, member_from_payload(data)))
+    def member_joined(self, data: Mapping[str, Any]) -> None:
+        self._take(data, MemberChangeKind.JOINED)
+
+    def member_updated(self, data: Mapping[str, Any]) -> None:
+        """GUILD_MEMBER_UPDATE carries the whole member and user."""
+        self._take(data, MemberChangeKind.UPDATED)
 
     def member_removed(self, data: Mapping[str, Any]) -> None:
+        self._take(data, MemberChangeKind.LEFT)
+
+    def _take(self, data: Mapping[str, Any], kind: MemberChangeKind) -> None:
         guild_id = int(data["guild_id"])
-        if self._is_linked(guild_id):
-            self._queue.put_nowait(_Remove(guild_id, int(data["user"]["id"])))
+        if not self._is_linked(guild_id):
+            return
+        member = None if kind is MemberChangeKind.LEFT else member_from_payload(data)
+        user_id = member.user_id if member else int(data["user"]["id"])
+        self._pending.append(MemberChange(guild_id, user_id, kind, member, datetime.now(UTC)))
+        self._arrived.set()
+        self._drained.clear()
+        if not self._paused and len(self._pending) >= self._max_queued:
+            self._paused = True
+            log.warning("members.backpressure queued=%d: gateway reading paused", len(self._pending))
+            self._pause_reading(True)
+
+    # The writer
 
     async def _write_forever(self) -> None:
         while True:
-            event = await self._queue.get()
+            await self._arrived.wait()
+            batch = [self._pending.popleft() for _ in range(min(self._batch_cap, len(self._pending)))]
+            if not self._pending:
+                self._arrived.clear()
+            self._writing = len(batch)
             try:
-                await self._write_until_stored(event)
+                await self._write_until_stored(batch)
             finally:
-                self._queue.task_done()
+                self._writing = 0
+            if not self._pending:
+                self._drained.set()
+            if self._paused and len(self._pending) <= self._max_queued // 2:
+                self._paused = False
+                log.info("members.backpressure_released queued=%d", len(self._pending))
+                self._pause_reading(False)
 
-    async def _write_until_stored(self, event: _Upsert | _Remove) -> None:
+    async def _write_until_stored(self, batch: list[MemberChange]) -> None:
         for attempt in itertools.count(1):
             try:
-                if isinstance(event, _Upsert):
-                    await self._store.upsert_members(event.guild_id, [event.member], datetime.now(UTC))
-                else:
-                    await self._store.remove_member(event.guild_id, event.user_id)
+                await self._store.apply_member_changes(batch)
                 return
             except StoreUnavailableError as exc:
                 wait = RETRY_WAITS[min(attempt, len(RETRY_WAITS)) - 1]
                 log.warning(
-                    "members.event_write_retry guild=%d attempt=%d wait=%.1f reason=%s",
-                    event.guild_id,
+                    "members.event_write_retry events=%d attempt=%d wait=%.1f reason=%s",
+                    len(batch),
                     attempt,
                     wait,
                     exc.reason,

@@ -8,16 +8,31 @@ from pathlib import Path
 
 from store.base import Store
 from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
-from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
+from store.models import (
+    Event,
+    EventType,
+    Invite,
+    Link,
+    LinkedGuild,
+    Member,
+    MemberChange,
+    MemberChangeKind,
+    SyncPhase,
+    SyncState,
+)
 from store.postgres import PostgresStore
 from store.sqlite import SqliteStore
 
 __all__ = [
+    "Event",
+    "EventType",
     "Invite",
     "InviteUnusableError",
     "Link",
     "LinkedGuild",
     "Member",
+    "MemberChange",
+    "MemberChangeKind",
     "PostgresStore",
     "RefConflictError",
     "SqliteStore",

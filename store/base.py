@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from store.models import Invite, Link, LinkedGuild, Member, SyncState
+from store.models import Event, Invite, Link, LinkedGuild, Member, MemberChange, SyncState
 
 
 class Store(Protocol):
@@ -49,8 +49,11 @@ class Store(Protocol):
     async def list_linked_guilds(self, *, ref: str | None = None) -> list[LinkedGuild]:
         """Links with their sync states, in one query."""
 
-    async def deactivate_link(self, guild_id: int) -> bool:
-        """Mark the link inactive, delete its members and record the sync as removed; False if no link."""
+    async def deactivate_link(self, guild_id: int, *, bot_removed: bool = False) -> bool:
+        """Mark the link inactive, delete its members, record the sync as removed; False if no link.
+
+        Announces guild.unlinked (or guild.removed when the bot was removed from the guild) once.
+        """
 
     # Members: written only while the guild's link is active.
     async def upsert_members(
@@ -60,10 +63,18 @@ class Store(Protocol):
         seen_at: datetime,
         *,
         progress: SyncState | None = None,
+        snapshot_at: datetime | None = None,
     ) -> int | None:
         """Write a batch of members (and the sync's `progress`) in one transaction; return how many.
 
-        None, and nothing written, if the guild's link is not active.
+        A member that a gateway event changed after `snapshot_at` (when the sync asked) keeps the event's
+        data. None, and nothing written, if the guild's link is not active.
+        """
+
+    async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
+        """Apply gateway member events in order, as one transaction, each announced in the feed; return how many.
+
+        Events of guilds whose link is not active are ignored.
         """
 
     async def remove_member(self, guild_id: int, user_id: int) -> None: ...
@@ -77,6 +88,16 @@ class Store(Protocol):
 
     # Sync state
     async def save_sync_state(self, sync: SyncState) -> bool:
-        """Record the sync's state if the guild's link is active; False (nothing written) otherwise."""
+        """Record the sync's state if the guild's link is active; False (nothing written) otherwise.
+
+        A change of phase to syncing, synced or failed is announced in the feed.
+        """
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None: ...
+
+    # The event feed (written with each change, by the methods above)
+    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        """Events with ids above `after`, oldest first; ids grow in commit order, so paging misses none."""
+
+    async def prune_events(self, before: datetime) -> int:
+        """Delete events created before `before`; return how many."""

@@ -1,11 +1,11 @@
-"""The records guildlink keeps: links, invites, members and each guild's sync state."""
+"""The records guildlink keeps: links, invites, members, each guild's sync state, and the event feed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,19 @@ class Member(NamedTuple):
     roles: tuple[int, ...]
     joined_at: str | None
 
+    def as_json(self) -> dict[str, Any]:
+        """The member as the API and the event feed show it (snowflakes as strings)."""
+        return {
+            "id": str(self.user_id),
+            "username": self.username,
+            "global_name": self.global_name,
+            "nick": self.nick,
+            "avatar": self.avatar,
+            "bot": self.bot,
+            "roles": [str(role) for role in self.roles],
+            "joined_at": self.joined_at,
+        }
+
 
 class SyncPhase(StrEnum):
     PENDING = "pending"
@@ -86,3 +99,79 @@ class LinkedGuild:
 
     link: Link
     sync: SyncState | None
+
+
+class MemberChangeKind(StrEnum):
+    JOINED = "joined"
+    UPDATED = "updated"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One member event from the gateway, as it is stored: `member` is None when the member left."""
+
+    guild_id: int
+    user_id: int
+    kind: MemberChangeKind
+    member: Member | None
+    received_at: datetime
+
+
+class EventType(StrEnum):
+    """What the event feed announces; each is written in the same transaction as the change itself."""
+
+    GUILD_LINKED = "guild.linked"
+    SYNC_STARTED = "sync.started"
+    GUILD_SYNCED = "guild.synced"
+    SYNC_FAILED = "sync.failed"
+    GUILD_UNLINKED = "guild.unlinked"
+    GUILD_REMOVED = "guild.removed"
+    MEMBER_JOINED = "member.joined"
+    MEMBER_UPDATED = "member.updated"
+    MEMBER_LEFT = "member.left"
+
+
+MEMBER_EVENTS = {
+    MemberChangeKind.JOINED: EventType.MEMBER_JOINED,
+    MemberChangeKind.UPDATED: EventType.MEMBER_UPDATED,
+    MemberChangeKind.LEFT: EventType.MEMBER_LEFT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the feed: `id` orders it (ids grow in commit order), `data` is JSON."""
+
+    id: int
+    type: EventType
+    guild_id: int
+    data: dict[str, Any]
+    created_at: datetime
+
+
+def link_event_data(link: Link) -> dict[str, Any]:
+    return {
+        "name": link.guild_name,
+        "ref": link.ref,
+        "linked_by": {"id": str(link.linked_by_id), "username": link.linked_by_username},
+    }
+
+
+def sync_event(previous: str | None, sync: SyncState) -> tuple[EventType, dict[str, Any]] | None:
+    """The event a sync state's write announces: only a change of phase to syncing, synced or failed."""
+    if previous == sync.phase.value:
+        return None
+    if sync.phase is SyncPhase.SYNCING:
+        return EventType.SYNC_STARTED, {"member_count": sync.member_count}
+    if sync.phase is SyncPhase.SYNCED:
+        return EventType.GUILD_SYNCED, {"members": sync.members_stored}
+    if sync.phase is SyncPhase.FAILED:
+        return EventType.SYNC_FAILED, {"error": sync.error, "members_stored": sync.members_stored}
+    return None
+
+
+def member_change_data(change: MemberChange) -> dict[str, Any]:
+    if change.member is None:
+        return {"user_id": str(change.user_id)}
+    return {"member": change.member.as_json()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -11,8 +12,23 @@ from typing import Any
 import asyncpg
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
+from store.member_changes import member_writes
 from store.migrations.postgres import MIGRATIONS
-from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
+from store.models import (
+    MEMBER_EVENTS,
+    Event,
+    EventType,
+    Invite,
+    Link,
+    LinkedGuild,
+    Member,
+    MemberChange,
+    SyncPhase,
+    SyncState,
+    link_event_data,
+    member_change_data,
+    sync_event,
+)
 from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
 from store.write_failures import WriteFailureMemory
 
@@ -29,6 +45,9 @@ ACQUIRE_TIMEOUT = 30.0
 _LOCK_CLASS = 0x676C6E6B  # "glnk"
 _MIGRATION_LOCK = 1
 _INVITES_LOCK = 2
+# Held from the insert of events to the commit: ids then commit in the order they were drawn, so a reader
+# paging by id never passes an id whose event commits after it looked.
+_EVENTS_LOCK = 3
 
 _LINK_COLUMNS = (
     "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
@@ -65,12 +84,26 @@ WITH known AS (
     INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
         last_seen)
     SELECT $1, user_id, username, global_name, nick, avatar, bot, roles, joined_at, $2 FROM member_chunk
-    ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username,
-        global_name = excluded.global_name, nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot,
-        roles = excluded.roles, joined_at = excluded.joined_at, last_seen = excluded.last_seen
+    ON CONFLICT (guild_id, user_id) DO UPDATE SET {fresher}, last_seen = excluded.last_seen
     RETURNING 1
 )
 SELECT (SELECT COUNT(*) FROM merged) - (SELECT n FROM known)
+""".format(
+    # A member a gateway event changed after the chunk's snapshot ($3) keeps the event's data.
+    fresher=", ".join(
+        f"{column} = CASE WHEN members.changed_at IS NULL OR members.changed_at < $3"
+        f" THEN excluded.{column} ELSE members.{column} END"
+        for column in ("username", "global_name", "nick", "avatar", "bot", "roles", "joined_at")
+    )
+)
+
+_UPSERT_CHANGE = """
+INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, last_seen,
+    changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username, global_name = excluded.global_name,
+    nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot, roles = excluded.roles,
+    joined_at = excluded.joined_at, last_seen = excluded.last_seen, changed_at = excluded.changed_at
 """
 
 
@@ -290,7 +323,9 @@ class PostgresStore:
                     link.guild_id,
                     invite_hash,
                 )
-        return _link(row)
+            saved = _link(row)
+            await _add_events(conn, [(EventType.GUILD_LINKED, saved.guild_id, link_event_data(saved))], now)
+        return saved
 
     async def get_link(self, guild_id: int) -> Link | None:
         rows = await self._fetch(f"SELECT {_LINK_COLUMNS} FROM links WHERE guild_id = $1", guild_id)
@@ -320,18 +355,24 @@ class PostgresStore:
             for row in rows
         ]
 
-    async def deactivate_link(self, guild_id: int) -> bool:
+    async def deactivate_link(self, guild_id: int, *, bot_removed: bool = False) -> bool:
         async with self._transaction() as conn:
             # The link's row first, as every member write takes it: a chunk in flight commits before this
             # update (and its members are deleted below) or reads the link inactive after it.
-            status = await conn.execute(
+            was_active = await conn.fetchval(
+                "SELECT active FROM links WHERE guild_id = $1 FOR NO KEY UPDATE", guild_id
+            )
+            if was_active is None:
+                return False
+            await conn.execute(
                 "UPDATE links SET active = FALSE, member_count = 0 WHERE guild_id = $1", guild_id
             )
-            found = _rowcount(status) > 0
             await conn.execute("DELETE FROM members WHERE guild_id = $1", guild_id)
-            if found:
+            if was_active:
                 await _write_sync_state(conn, SyncState(guild_id, SyncPhase.REMOVED))
-        return found
+                kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
+                await _add_events(conn, [(kind, guild_id, {})], datetime.now(UTC))
+        return True
 
     # Members
 
@@ -342,6 +383,7 @@ class PostgresStore:
         seen_at: datetime,
         *,
         progress: SyncState | None = None,
+        snapshot_at: datetime | None = None,
     ) -> int | None:
         given = list(members)
         # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
@@ -351,13 +393,61 @@ class PostgresStore:
                 return None
             await conn.execute(_STAGING)
             await conn.copy_records_to_table("member_chunk", records=chunk, columns=_MEMBER_COLUMNS)
-            added = await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at)
+            added = await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at, snapshot_at or seen_at)
             if added:
                 await _add_to_member_count(conn, guild_id, added)
             if progress is not None:
                 await _write_sync_state(conn, progress)
         self._write_failures.succeeded()
         return len(given)
+
+    async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
+        async with self._transaction(durable=False) as conn:
+            # Each guild's link row, locked in id order (as every member write takes it; no deadlock).
+            active = {
+                guild_id
+                for guild_id in sorted({change.guild_id for change in changes})
+                if await _lock_active_link(conn, guild_id)
+            }
+            applied = [change for change in changes if change.guild_id in active]
+            if not applied:
+                return 0
+            rows = await conn.fetch(
+                "SELECT guild_id, user_id FROM members WHERE (guild_id, user_id) IN"
+                " (SELECT * FROM unnest($1::bigint[], $2::bigint[]))",
+                [c.guild_id for c in applied],
+                [c.user_id for c in applied],
+            )
+            writes = member_writes(applied, ((row[0], row[1]) for row in rows))
+            if writes.upserts:
+                await conn.executemany(_UPSERT_CHANGE, [_change_row(c) for c in writes.upserts])
+            if writes.removals:
+                await conn.executemany(
+                    "DELETE FROM members WHERE guild_id = $1 AND user_id = $2",
+                    [(c.guild_id, c.user_id) for c in writes.removals],
+                )
+            for guild_id, delta in writes.count_deltas.items():
+                if delta:
+                    await _add_to_member_count(conn, guild_id, delta)
+            await _add_events(
+                conn,
+                [(MEMBER_EVENTS[c.kind], c.guild_id, member_change_data(c)) for c in applied],
+                datetime.now(UTC),
+            )
+        self._write_failures.succeeded()
+        return len(applied)
+
+    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        rows = await self._fetch(
+            "SELECT id, type, guild_id, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            after,
+            limit,
+        )
+        return [Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), row[4]) for row in rows]
+
+    async def prune_events(self, before: datetime) -> int:
+        async with self._transaction(durable=False) as conn:
+            return _rowcount(await conn.execute("DELETE FROM events WHERE created_at < $1", before))
 
     async def remove_member(self, guild_id: int, user_id: int) -> None:
         async with self._transaction(durable=False) as conn:
@@ -422,7 +512,38 @@ async def _add_to_member_count(conn: asyncpg.Connection, guild_id: int, delta: i
     )
 
 
+def _change_row(change: MemberChange) -> tuple[Any, ...]:
+    m = change.member
+    assert m is not None
+    return (
+        change.guild_id,
+        m.user_id,
+        m.username,
+        m.global_name,
+        m.nick,
+        m.avatar,
+        m.bot,
+        list(m.roles),
+        m.joined_at,
+        change.received_at,
+    )
+
+
+async def _add_events(
+    conn: asyncpg.Connection, events: Sequence[tuple[EventType, int, dict[str, Any]]], at: datetime
+) -> None:
+    """Announce changes in the feed, in the transaction that makes them."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _EVENTS_LOCK)
+    await conn.executemany(
+        "INSERT INTO events (type, guild_id, data, created_at) VALUES ($1, $2, $3::jsonb, $4)",
+        [(kind.value, guild_id, json.dumps(data), at) for kind, guild_id, data in events],
+    )
+
+
 async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState) -> None:
+    previous = await conn.fetchval("SELECT phase FROM sync_states WHERE guild_id = $1", sync.guild_id)
+    if announced := sync_event(previous, sync):
+        await _add_events(conn, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
     await conn.execute(
         "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
         " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (guild_id) DO UPDATE SET"

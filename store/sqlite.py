@@ -16,8 +16,23 @@ from typing import Any
 import aiosqlite
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
+from store.member_changes import member_writes
 from store.migrations.sqlite import MIGRATIONS
-from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
+from store.models import (
+    MEMBER_EVENTS,
+    Event,
+    EventType,
+    Invite,
+    Link,
+    LinkedGuild,
+    Member,
+    MemberChange,
+    SyncPhase,
+    SyncState,
+    link_event_data,
+    member_change_data,
+    sync_event,
+)
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
@@ -71,6 +86,60 @@ def _open_private(path: Path) -> None:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def _fresher(column: str) -> str:
+    """The chunk's value, unless a gateway event changed the member after the chunk's snapshot (?11)."""
+    return (
+        f"{column} = CASE WHEN members.changed_at IS NULL OR members.changed_at < ?11"
+        f" THEN excluded.{column} ELSE members.{column} END"
+    )
+
+
+_UPSERT_CHUNK = (
+    "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,"
+    " last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (guild_id, user_id) DO UPDATE SET "
+    + ", ".join(map(_fresher, ("username", "global_name", "nick", "avatar", "bot", "roles", "joined_at")))
+    + ", last_seen = excluded.last_seen"
+)
+
+_UPSERT_CHANGE = (
+    "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,"
+    " last_seen, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id) DO UPDATE SET"
+    " username = excluded.username, global_name = excluded.global_name, nick = excluded.nick,"
+    " avatar = excluded.avatar, bot = excluded.bot, roles = excluded.roles, joined_at = excluded.joined_at,"
+    " last_seen = excluded.last_seen, changed_at = excluded.changed_at"
+)
+
+
+def _change_row(change: MemberChange) -> tuple[Any, ...]:
+    m = change.member
+    assert m is not None
+    at = _time(change.received_at)
+    return (
+        change.guild_id,
+        m.user_id,
+        m.username,
+        m.global_name,
+        m.nick,
+        m.avatar,
+        m.bot,
+        _roles_text(m.roles),
+        m.joined_at,
+        at,
+        at,
+    )
+
+
+async def _add_events(
+    db: aiosqlite.Connection, events: Sequence[tuple[EventType, int, dict[str, Any]]], at: datetime
+) -> None:
+    """Announce changes in the feed, in the transaction that makes them."""
+    created = _time(at)
+    await db.executemany(
+        "INSERT INTO events (type, guild_id, data, created_at) VALUES (?, ?, ?, ?)",
+        [(kind.value, guild_id, json.dumps(data), created) for kind, guild_id, data in events],
+    )
 
 
 class SqliteStore:
@@ -308,8 +377,10 @@ class SqliteStore:
                     "UPDATE invites SET used_at = ?, guild_id = ? WHERE token_hash = ?",
                     (_time(now), link.guild_id, invite_hash),
                 )
-        assert row is not None
-        return self._link(row)
+            assert row is not None
+            saved = self._link(row)
+            await _add_events(db, [(EventType.GUILD_LINKED, saved.guild_id, link_event_data(saved))], now)
+        return saved
 
     @staticmethod
     def _link(row: Sequence[Any]) -> Link:
@@ -360,15 +431,20 @@ class SqliteStore:
             for row in rows
         ]
 
-    async def deactivate_link(self, guild_id: int) -> bool:
+    async def deactivate_link(self, guild_id: int, *, bot_removed: bool = False) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE links SET active = 0, member_count = 0 WHERE guild_id = ?", (guild_id,)
+                "UPDATE links SET active = 0, member_count = 0 WHERE guild_id = ? AND active = 1", (guild_id,)
             )
             found = cursor.rowcount > 0
             await db.execute("DELETE FROM members WHERE guild_id = ?", (guild_id,))
             if found:
                 await self._write_sync_state(db, SyncState(guild_id, SyncPhase.REMOVED))
+                kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
+                await _add_events(db, [(kind, guild_id, {})], datetime.now(UTC))
+            else:
+                cursor = await db.execute("SELECT 1 FROM links WHERE guild_id = ?", (guild_id,))
+                found = await cursor.fetchone() is not None
         return found
 
     # Members
@@ -380,8 +456,11 @@ class SqliteStore:
         seen_at: datetime,
         *,
         progress: SyncState | None = None,
+        snapshot_at: datetime | None = None,
     ) -> int | None:
         seen = _time(seen_at)
+        # A member a gateway event changed after the snapshot (a sync's request) keeps the event's data.
+        snapshot = _time(snapshot_at or seen_at)
         rows = [
             (
                 guild_id,
@@ -394,6 +473,7 @@ class SqliteStore:
                 _roles_text(m.roles),
                 m.joined_at,
                 seen,
+                snapshot,
             )
             for m in members
         ]
@@ -408,15 +488,7 @@ class SqliteStore:
                 (guild_id, user_ids),
             ) as cursor:
                 known = await cursor.fetchone()
-            await db.executemany(
-                "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles,"
-                " joined_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username,"
-                " global_name = excluded.global_name, nick = excluded.nick, avatar = excluded.avatar,"
-                " bot = excluded.bot, roles = excluded.roles, joined_at = excluded.joined_at,"
-                " last_seen = excluded.last_seen",
-                rows,
-            )
+            await db.executemany(_UPSERT_CHUNK, rows)
             added = len(json.loads(user_ids)) - (known[0] if known else 0)
             if added:
                 await self._add_to_member_count(db, guild_id, added)
@@ -436,6 +508,59 @@ class SqliteStore:
         await db.execute(
             "UPDATE links SET member_count = member_count + ? WHERE guild_id = ?", (delta, guild_id)
         )
+
+    async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
+        guild_ids = json.dumps(sorted({change.guild_id for change in changes}))
+        async with self._transaction(durable=False) as db:
+            async with db.execute(
+                "SELECT guild_id FROM links WHERE active = 1 AND guild_id IN (SELECT value FROM json_each(?))",
+                (guild_ids,),
+            ) as cursor:
+                active = {row[0] for row in await cursor.fetchall()}
+            applied = [change for change in changes if change.guild_id in active]
+            if not applied:
+                return 0
+            pairs = json.dumps([[change.guild_id, change.user_id] for change in applied])
+            async with db.execute(
+                "SELECT guild_id, user_id FROM members WHERE (guild_id, user_id) IN"
+                " (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+                (pairs,),
+            ) as cursor:
+                present = {(row[0], row[1]) for row in await cursor.fetchall()}
+            writes = member_writes(applied, present)
+            if writes.upserts:
+                await db.executemany(_UPSERT_CHANGE, [_change_row(c) for c in writes.upserts])
+            if writes.removals:
+                await db.executemany(
+                    "DELETE FROM members WHERE guild_id = ? AND user_id = ?",
+                    [(c.guild_id, c.user_id) for c in writes.removals],
+                )
+            for guild_id, delta in writes.count_deltas.items():
+                if delta:
+                    await self._add_to_member_count(db, guild_id, delta)
+            await _add_events(
+                db,
+                [(MEMBER_EVENTS[c.kind], c.guild_id, member_change_data(c)) for c in applied],
+                datetime.now(UTC),
+            )
+        self._write_failures.succeeded()
+        return len(applied)
+
+    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        rows = await self._fetchall(
+            "SELECT id, type, guild_id, data, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [
+            Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), datetime.fromisoformat(row[4]))
+            for row in rows
+        ]
+
+    async def prune_events(self, before: datetime) -> int:
+        async with self._statement(
+            "DELETE FROM events WHERE created_at < ?", (_time(before),), durable=False
+        ) as cursor:
+            return cursor.rowcount
 
     async def remove_member(self, guild_id: int, user_id: int) -> None:
         async with self._transaction(durable=False) as db:
@@ -490,6 +615,10 @@ class SqliteStore:
 
     @staticmethod
     async def _write_sync_state(db: aiosqlite.Connection, sync: SyncState) -> None:
+        async with db.execute("SELECT phase FROM sync_states WHERE guild_id = ?", (sync.guild_id,)) as cursor:
+            previous = await cursor.fetchone()
+        if announced := sync_event(previous[0] if previous else None, sync):
+            await _add_events(db, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
         await db.execute(
             "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET"

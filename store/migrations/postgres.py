@@ -83,4 +83,23 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # N: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
+    # changed a member (a full sync's older chunk must not overwrite it). As SQLite's step of the same number.
+    """
+    ALTER TABLE members ADD COLUMN changed_at TIMESTAMPTZ;
+    CREATE TABLE events (
+        id BIGSERIAL PRIMARY KEY,
+        type TEXT NOT NULL,
+        guild_id BIGINT NOT NULL,
+        data JSONB NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX events_created_at ON events (created_at);
+    CREATE TABLE webhook_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        delivered_up_to BIGINT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        retry_at TIMESTAMPTZ
+    );
+    """,
 )

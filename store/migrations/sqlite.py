@@ -79,4 +79,23 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at TEXT NOT NULL
     );
     """,
+    # N: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
+    # changed a member (a full sync's older chunk must not overwrite it).
+    """
+    ALTER TABLE members ADD COLUMN changed_at TEXT;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        guild_id INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX events_created_at ON events (created_at);
+    CREATE TABLE webhook_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        delivered_up_to INTEGER NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        retry_at TEXT
+    );
+    """,
 )

@@ -154,7 +154,8 @@ async def test_merging_a_chunk_probes_the_guilds_members_instead_of_reading_them
             chunk = [a_member(i) for i in range(30_000, 31_000)]
             await db.copy_records_to_table("member_chunk", records=chunk, columns=_MEMBER_COLUMNS)
             plan = "\n".join(
-                row[0] for row in await db.fetch(f"EXPLAIN {_MERGE_CHUNK}", 7, datetime.now(UTC))
+                row[0]
+                for row in await db.fetch(f"EXPLAIN {_MERGE_CHUNK}", 7, datetime.now(UTC), datetime.now(UTC))
             )
     finally:
         await db.close()

@@ -1,0 +1,117 @@
+"""The event feed and batched member events, on each engine: every change announced with it, in order, once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from store import EventType, MemberChange, MemberChangeKind, Store, SyncPhase, SyncState
+from tests.store.records import a_link, a_member
+
+JOINED, UPDATED, LEFT = MemberChangeKind.JOINED, MemberChangeKind.UPDATED, MemberChangeKind.LEFT
+
+
+def change(kind: MemberChangeKind, user_id: int, guild_id: int = 7, **fields: object) -> MemberChange:
+    member = None if kind is LEFT else a_member(user_id, **fields)
+    return MemberChange(guild_id, user_id, kind, member, datetime.now(UTC))
+
+
+async def types(store: Store, after: int = 0) -> list[str]:
+    return [event.type.value for event in await store.list_events(after=after, limit=1000)]
+
+
+async def test_a_links_life_is_announced_in_order(store: Store) -> None:
+    await store.save_link(a_link(7, ref="customer"))
+    await store.save_sync_state(SyncState(7, SyncPhase.SYNCING, member_count=2))
+    await store.upsert_members(7, [a_member(1)], datetime.now(UTC), progress=SyncState(7, SyncPhase.SYNCING))
+    await store.save_sync_state(SyncState(7, SyncPhase.SYNCED, members_stored=1, member_count=1))
+    await store.deactivate_link(7)
+    await store.deactivate_link(7)  # already inactive: announced once
+    await store.save_link(a_link(8))
+    await store.deactivate_link(8, bot_removed=True)
+    events = await store.list_events()
+    assert [e.type for e in events] == [
+        EventType.GUILD_LINKED,
+        EventType.SYNC_STARTED,
+        EventType.GUILD_SYNCED,
+        EventType.GUILD_UNLINKED,
+        EventType.GUILD_LINKED,
+        EventType.GUILD_REMOVED,
+    ]
+    assert events[0].data["ref"] == "customer" and events[2].data == {"members": 1}
+    assert [e.id for e in events] == sorted(e.id for e in events)
+
+
+async def test_member_changes_apply_in_order_keep_counts_and_are_announced(store: Store) -> None:
+    await store.save_link(a_link(7))
+    await store.upsert_members(7, [a_member(1), a_member(2)], datetime.now(UTC))
+    after = (await store.list_events())[-1].id
+    applied = await store.apply_member_changes(
+        [
+            change(UPDATED, 1, nick="first"),
+            change(UPDATED, 1, nick="second"),
+            change(LEFT, 2),
+            change(JOINED, 3),
+            change(LEFT, 3),  # joined and left within one batch: gone
+            change(LEFT, 4),  # never stored
+            change(JOINED, 5, guild_id=99),  # not linked: ignored
+        ]
+    )
+    assert applied == 6
+    members = {m.user_id: m for m in await store.list_members(7)}
+    assert set(members) == {1} and members[1].nick == "second"
+    link = await store.get_link(7)
+    assert link is not None and link.member_count == 1 == await store.count_members(7)
+    assert await types(store, after) == [
+        "member.updated",
+        "member.updated",
+        "member.left",
+        "member.joined",
+        "member.left",
+        "member.left",
+    ]
+    assert await store.list_members(99) == []
+
+
+async def test_an_events_change_survives_an_older_sync_chunk(store: Store) -> None:
+    await store.save_link(a_link(7))
+    snapshot = datetime.now(UTC) - timedelta(seconds=1)  # when the sync asked for the member list
+    await store.apply_member_changes([change(UPDATED, 1, nick="from the event")])
+    await store.upsert_members(
+        7, [a_member(1, nick="from the older chunk")], datetime.now(UTC), snapshot_at=snapshot
+    )
+    [member] = await store.list_members(7)
+    assert member.nick == "from the event"
+    # A sync asked after the event: its chunk is newer and wins.
+    await store.upsert_members(
+        7, [a_member(1, nick="newer")], datetime.now(UTC), snapshot_at=datetime.now(UTC)
+    )
+    [member] = await store.list_members(7)
+    assert member.nick == "newer"
+
+
+async def test_the_feed_pages_without_gaps_while_events_keep_arriving(store: Store) -> None:
+    await store.save_link(a_link(7))
+    writing = asyncio.create_task(_write_many(store, 200))
+    seen: list[int] = []
+    cursor = 0
+    while not writing.done() or (page := await store.list_events(after=cursor, limit=17)):
+        page = await store.list_events(after=cursor, limit=17)
+        seen += [event.id for event in page]
+        cursor = seen[-1] if seen else cursor
+        await asyncio.sleep(0)
+    await writing
+    assert len(seen) == len(set(seen)) == 201  # guild.linked and 200 member events
+    assert seen == sorted(seen)
+
+
+async def _write_many(store: Store, count: int) -> None:
+    for user_id in range(count):
+        await store.apply_member_changes([change(JOINED, user_id)])
+
+
+async def test_old_events_are_pruned(store: Store) -> None:
+    await store.save_link(a_link(7))
+    assert await store.prune_events(datetime.now(UTC) - timedelta(days=7)) == 0
+    assert await store.prune_events(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert await store.list_events() == []
