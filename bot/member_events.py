@@ -53,6 +53,8 @@ class MemberEventWriter:
         self._drained = asyncio.Event()
         self._drained.set()
         self._writing = 0
+        # Events stored since start (benchmarks and tests wait for a count).
+        self.stored = 0
         self._paused = False
         self._task: asyncio.Task[None] | None = None
 
@@ -130,6 +132,7 @@ class MemberEventWriter:
         for attempt in itertools.count(1):
             try:
                 await self._store.apply_member_changes(batch)
+                self.stored += len(batch)
                 return
             except StoreUnavailableError as exc:
                 wait = RETRY_WAITS[min(attempt, len(RETRY_WAITS)) - 1]

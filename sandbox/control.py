@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ class ControlHandlers:
             web.post("/_sandbox/guilds/{guild_id}/members", self.add_member),
             web.patch("/_sandbox/guilds/{guild_id}/members/{user_id}", self.update_member),
             web.delete("/_sandbox/guilds/{guild_id}/members/{user_id}", self.remove_member),
+            web.post("/_sandbox/guilds/{guild_id}/storm", self.storm),
             web.put("/_sandbox/guilds/{guild_id}/bot", self.add_bot),
             web.delete("/_sandbox/guilds/{guild_id}/bot", self.kick_bot),
             web.post("/_sandbox/guilds/{guild_id}/unavailable", self.unavailable),
@@ -152,6 +154,28 @@ class ControlHandlers:
         except SandboxError as exc:
             return _error(str(exc), 404)
         return json_response({})
+
+    async def storm(self, request: web.Request) -> web.Response:
+        """A burst of member events: `updates` members change nick, then `removals` members leave.
+
+        Sent as fast as the gateway takes them (a role change fanning out, then a purge); the answer says
+        how long the sandbox took to dispatch them.
+        """
+        guild_id, _ = self._ids(request)
+        body = await self._body(request)
+        updates, removals = int(body.get("updates", 0)), int(body.get("removals", 0))
+        try:
+            user_ids = [int(m["user"]["id"]) for m in self.sandbox.members(guild_id)]
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        if not (0 <= updates <= len(user_ids) and 0 <= removals <= len(user_ids)):
+            return _error(f"the guild has {len(user_ids)} members")
+        started = time.perf_counter()
+        for index, user_id in enumerate(user_ids[:updates]):
+            self.sandbox.update_member(guild_id, user_id, nick=f"storm {index}")
+        for user_id in user_ids[len(user_ids) - removals :]:
+            self.sandbox.remove_member(guild_id, user_id)
+        return json_response({"events": updates + removals, "seconds": time.perf_counter() - started})
 
     async def add_bot(self, request: web.Request) -> web.Response:
         """The bot joins a guild."""

@@ -1,0 +1,186 @@
+"""One side of the member-event storm, in a fresh process: `python -m bench.storm_worker {ours,bare} ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+
+from bot.client import GuildlinkBot, bot_intents
+from bot.discord_internals import discord_endpoint, use_gateway_url
+from config import parse_settings
+from store import Link, open_store
+
+STORM_EVENTS = ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE")
+
+
+def rss_mb() -> float:
+    """This process's resident set size now (not the peak: the storm's growth is what is asked)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssWatch:
+    """Samples RSS every 50 ms while the storm runs; the growth is the peak over the start."""
+
+    def __init__(self) -> None:
+        self.start = rss_mb()
+        self.peak = self.start
+        self._task = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb())
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> float:
+        self._task.cancel()
+        self.peak = max(self.peak, rss_mb())
+        return self.peak - self.start
+
+
+async def start_storm(sandbox: dict[str, Any], guild_id: int, updates: int, removals: int) -> float:
+    """Ask the sandbox for the storm; return how long it took to dispatch it."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{sandbox['base_url']}/_sandbox/guilds/{guild_id}/storm",
+            json={"updates": updates, "removals": removals},
+        ) as response,
+    ):
+        response.raise_for_status()
+        return float((await response.json())["seconds"])
+
+
+async def wait_until(check: Any, limit: float = 300.0) -> None:
+    deadline = time.perf_counter() + limit
+    while not check():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the storm did not arrive in time")
+        await asyncio.sleep(0.005)
+
+
+async def bare(sandbox: dict[str, Any], guild_id: int, updates: int, removals: int) -> dict[str, Any]:
+    """discord.py alone, member cache off: receives and parses the storm, counted with on_socket_event_type."""
+    client = discord.Client(intents=bot_intents(), member_cache_flags=discord.MemberCacheFlags.none())
+    seen = {"events": 0}
+    result: dict[str, Any] = {}
+
+    @client.event
+    async def on_socket_event_type(event_type: str) -> None:
+        if event_type in STORM_EVENTS:
+            seen["events"] += 1
+
+    @client.event
+    async def on_ready() -> None:
+        watch = RssWatch()
+        started = time.perf_counter()
+        result["sandbox_seconds"] = await start_storm(sandbox, guild_id, updates, removals)
+        await wait_until(lambda: seen["events"] >= updates + removals)
+        result["seconds"] = time.perf_counter() - started
+        result["rss_growth_mb"] = watch.stop()
+        await client.close()
+
+    with discord_endpoint(sandbox["base_url"]):
+        await client.login(sandbox["bot_token"])
+        _, url, _ = await client.http.get_bot_gateway()
+        use_gateway_url(url)
+        async with client:
+            await client.connect()
+    result["events"] = seen["events"]
+    return result
+
+
+@contextlib.asynccontextmanager
+async def _endpoint(base_url: str) -> AsyncIterator[None]:
+    with discord_endpoint(base_url):
+        yield
+
+
+async def ours(
+    sandbox: dict[str, Any], guild_id: int, updates: int, removals: int, database_url: str
+) -> dict[str, Any]:
+    """GuildlinkBot with the guild linked and synced: from the storm's start to its last event stored."""
+    settings = parse_settings(
+        {
+            "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
+            "DISCORD_CLIENT_SECRET": sandbox["client_secret"],
+            "DISCORD_BOT_TOKEN": sandbox["bot_token"],
+            "DISCORD_BASE_URL": sandbox["base_url"],
+            "DISCORD_REDIRECT_URI": sandbox["redirect_uris"][0],
+            "DATABASE_URL": database_url,
+        }
+    )
+    async with (
+        open_store(settings.database_url) as store,
+        _endpoint(sandbox["base_url"]),
+        GuildlinkBot(settings, store) as bot,
+    ):
+        task = asyncio.create_task(bot.start(settings.bot_token.reveal()))
+        while not bot.is_ready():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        link = await store.save_link(Link(guild_id, "bench", 1, "bench", ("bot",), 0, datetime.now(UTC)))
+        await bot.links.guild_linked(link)
+        await bot.member_sync.wait_idle()
+        before = await store.count_members(guild_id)
+        watch = RssWatch()
+        started = time.perf_counter()
+        sandbox_seconds = await start_storm(sandbox, guild_id, updates, removals)
+        await wait_until(lambda: bot.member_events.stored >= updates + removals)
+        seconds = time.perf_counter() - started
+        growth = watch.stop()
+        after = await store.count_members(guild_id)
+        stormed = sum(
+            1
+            for m in await store.list_members(guild_id, limit=1_000_000)
+            if m.nick and m.nick.startswith("storm ")
+        )
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+    # Every update and removal landed: the removed are gone, every survivor carries its storm nick.
+    assert after == before - removals and stormed == after, (before, after, stormed)
+    return {
+        "seconds": seconds,
+        "sandbox_seconds": sandbox_seconds,
+        "rss_growth_mb": growth,
+        "events": updates + removals,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("ours", "bare"))
+    parser.add_argument("--sandbox", required=True, help="the sandbox's first-line JSON")
+    parser.add_argument("--guild", type=int, required=True)
+    parser.add_argument("--updates", type=int, required=True)
+    parser.add_argument("--removals", type=int, required=True)
+    parser.add_argument(
+        "--database-url", help="ours: the store (default: a SQLite file in a temporary folder)"
+    )
+    args = parser.parse_args()
+    sandbox = json.loads(args.sandbox)
+    with tempfile.TemporaryDirectory() as folder:
+        if args.mode == "bare":
+            result = asyncio.run(bare(sandbox, args.guild, args.updates, args.removals))
+        else:
+            url = args.database_url or f"sqlite:///{Path(folder) / 'storm.db'}"
+            result = asyncio.run(ours(sandbox, args.guild, args.updates, args.removals, url))
+    print(json.dumps(result | {"mode": args.mode}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
