@@ -55,7 +55,8 @@ class _ChunkRequest:
 
     guild_id: int
     nonce: str
-    chunks: asyncio.Queue[list[Member] | None] = field(default_factory=asyncio.Queue)
+    # Each chunk with the time it arrived: Discord's view of those members then.
+    chunks: asyncio.Queue[tuple[datetime, list[Member]] | None] = field(default_factory=asyncio.Queue)
     received: int = 0
     rate_limited: float | None = None
 
@@ -102,7 +103,7 @@ class MemberSync:
             return nonce.startswith(NONCE_PREFIX)
         removed = self._removed.get(request.guild_id, set())
         members = [member_from_payload(m) for m in data.get("members", ())]
-        request.chunks.put_nowait([m for m in members if m.user_id not in removed])
+        request.chunks.put_nowait((datetime.now(UTC), [m for m in members if m.user_id not in removed]))
         request.received += 1
         if request.received >= int(data.get("chunk_count", 1)):
             request.chunks.put_nowait(None)
@@ -272,7 +273,8 @@ class MemberSync:
             chunk = await asyncio.wait_for(request.chunks.get(), self._chunk_timeout)
             if chunk is None:
                 return
-            await self._write(request.guild_id, chunk, progress)
+            received_at, members = chunk
+            await self._write(request.guild_id, members, progress, received_at)
 
     async def _via_rest(self, guild_id: int, progress: _Progress) -> None:
         after = 0
@@ -280,12 +282,18 @@ class MemberSync:
             page = await self._requester.fetch_member_page(guild_id, after)
             members = [member_from_payload(m) for m in page]
             if members:
-                await self._write(guild_id, members, progress)
+                await self._write(guild_id, members, progress, datetime.now(UTC))
             if len(page) < REST_PAGE_SIZE:
                 return
             after = max(m.user_id for m in members)
 
-    async def _write(self, guild_id: int, members: list[Member], progress: _Progress) -> None:
+    async def _write(
+        self, guild_id: int, members: list[Member], progress: _Progress, received_at: datetime
+    ) -> None:
+        """Commit a chunk with its progress.
+
+        A member that a gateway event changed after the chunk arrived keeps the event's (newer) data.
+        """
         now = datetime.now(UTC)
         state = SyncState(
             guild_id,
@@ -295,7 +303,9 @@ class MemberSync:
             updated_at=now,
         )
         # The chunk and the progress it makes commit together, and only while the link is active.
-        written = await self._store.upsert_members(guild_id, members, now, progress=state)
+        written = await self._store.upsert_members(
+            guild_id, members, now, progress=state, snapshot_at=received_at
+        )
         if written is None:
             raise LinkGoneError(guild_id)
         progress.add(written)
