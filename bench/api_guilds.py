@@ -41,15 +41,18 @@ def fill(path: Path, guilds: int, members: int) -> None:
         db.execute("PRAGMA journal_mode=WAL")
         for guild in range(1, guilds + 1):
             db.execute(
-                "INSERT INTO links VALUES (?, ?, 42, 'admin', 'bot', 0, ?, NULL, 1, ?)",
+                "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
+                " linked_at, ref, active, member_count) VALUES (?, ?, 42, 'admin', 'bot', 0, ?, NULL, 1, ?)",
                 (guild, f"guild {guild}", now, members),
             )
             db.execute(
-                "INSERT INTO sync_states VALUES (?, 'synced', ?, ?, ?, NULL, ?)",
+                "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error, updated_at)"
+                " VALUES (?, 'synced', ?, ?, ?, NULL, ?)",
                 (guild, members, members, now, now),
             )
             db.executemany(
-                "INSERT INTO members VALUES (?, ?, 'u', NULL, NULL, NULL, 0, '', NULL, ?)",
+                "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,"
+                " last_seen) VALUES (?, ?, 'u', NULL, NULL, NULL, 0, '', NULL, ?)",
                 ((guild, user, now) for user in range(members)),
             )
 
