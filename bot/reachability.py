@@ -48,7 +48,9 @@ async def wait_for_discord(
     url = f"{api_base_url}/gateway/bot"
     headers = {"Authorization": f"Bot {bot_token}", "User-Agent": user_agent}
     attempt = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=request_timeout or PROBE_TIMEOUT)) as session:
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=request_timeout or PROBE_TIMEOUT)
+    ) as session:
         while True:
             try:
                 async with session.get(url, headers=headers) as response:
