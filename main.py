@@ -22,6 +22,7 @@ from config import (
     read_environment,
 )
 from lifecycle import CannotListenError, run_guildlink
+from log_format import JsonFormatter
 from printable import printable
 from store import StoreUnavailableError, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
@@ -35,12 +36,14 @@ EXIT_CANNOT_LISTEN = 5
 SANDBOX_DATABASE_URL = "sqlite:///data/sandbox.db"
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """One handler on stderr: text lines, or (LOG_FORMAT=json) one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     quiet_chatty_libraries(level)
     quiet_malformed_requests()
 
@@ -85,7 +88,9 @@ async def serve(settings: Settings) -> int:
 async def _serve_until_stopped(settings: Settings, stop: asyncio.Event) -> int:
     async with run_guildlink(settings) as running:
         log.info("guildlink.started web=%s", running.web_url)
-        log.info("Share this link with server admins: %s/link", settings.public_base_url)
+        log.info(
+            "guildlink.share_link url=%s/link: share this link with server admins", settings.public_base_url
+        )
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({running.bot_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -226,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_SETTINGS
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))
 
 
