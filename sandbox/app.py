@@ -10,12 +10,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from . import oauth, payloads
+from . import oauth, payloads, saved_world
 from .control import ControlHandlers
 from .errors import SandboxError
 from .gateway import Gateway, GatewayCommand
@@ -54,6 +55,9 @@ class SandboxOptions:
     seed: int = 1
     host: str = "127.0.0.1"
     port: int = 0
+    # Where the world is kept across restarts (the bot's guilds, members added, changed or removed);
+    # None: a fresh world every start.
+    world_file: Path | None = None
 
 
 @dataclass
@@ -96,6 +100,8 @@ class Sandbox:
         self.options = options or SandboxOptions()
         opts = self.options
         self.world = World(seed=opts.seed, guilds=opts.guilds, members=opts.members)
+        if opts.world_file is not None:
+            saved_world.load(self.world, opts.world_file)
         self.client_id = self.world.application_id
         self.client_secret = self.world.client_secret
         self.bot_token = make_bot_token(self.client_id, opts.seed)
@@ -310,6 +316,10 @@ class Sandbox:
         """Current member payloads as the REST API returns them, ordered by user id."""
         return [payloads.member(m) for m in self._guild(guild_id).iter_members()]
 
+    def _save_world(self) -> None:
+        if self.options.world_file is not None:
+            saved_world.save(self.world, self.options.world_file)
+
     def _live(self, guild_id: int) -> bool:
         return guild_id in self.world.bot_guilds and not self.world.guild(guild_id).unavailable
 
@@ -320,6 +330,7 @@ class Sandbox:
         user = User(id=uid, username=username or f"newcomer{uid % 100_000}", bot=bot)
         member = Member(user=user, joined_at=iso_time(int(time.time() * 1000)))
         guild.add(member)
+        self._save_world()
         if self._live(guild_id):
             self.gateway.member_event(guild_id, "GUILD_MEMBER_ADD", payloads.member(member, guild_id))
         return uid
@@ -355,6 +366,7 @@ class Sandbox:
             member_changes["roles"] = tuple(roles or ())
         updated = replace(member, **member_changes)
         guild.replace(updated)
+        self._save_world()
         if self._live(guild_id):
             self.gateway.member_event(guild_id, "GUILD_MEMBER_UPDATE", payloads.member(updated, guild_id))
 
@@ -365,6 +377,7 @@ class Sandbox:
         if member is None:
             raise SandboxError(f"user {user_id} is not a member of guild {guild_id}")
         guild.remove(user_id)
+        self._save_world()
         if self._live(guild_id):
             data = {"guild_id": str(guild_id), "user": payloads.user(member.user)}
             self.gateway.member_event(guild_id, "GUILD_MEMBER_REMOVE", data)
@@ -372,8 +385,11 @@ class Sandbox:
     def add_bot(self, guild_id: int, *, permissions: int = 0) -> None:
         """The bot joins the guild: connected sessions get GUILD_CREATE without `unavailable`."""
         guild = self._guild(guild_id)
-        if self.world.bot_join(guild_id, permissions) and not guild.unavailable:
-            log.info("sandbox.bot_joined guild=%s", guild_id)
+        if not self.world.bot_join(guild_id, permissions):
+            return
+        log.info("sandbox.bot_joined guild=%s", guild_id)
+        self._save_world()
+        if not guild.unavailable:
             self.gateway.guild_create(guild_id, join=True)
 
     def kick_bot(self, guild_id: int) -> None:
@@ -381,6 +397,7 @@ class Sandbox:
         self._guild(guild_id)
         if self.world.bot_leave(guild_id):
             log.info("sandbox.bot_left guild=%s", guild_id)
+            self._save_world()
             self.gateway.guild_delete(guild_id, unavailable=False)
 
     def set_guild_unavailable(self, guild_id: int, unavailable: bool) -> None:
