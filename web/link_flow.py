@@ -79,7 +79,9 @@ def _rate_limited(request: web.Request) -> web.Response | None:
     """A 429 page for a client that opens flows faster than an admin could; None if it may go on."""
     limiter = request.app[RATE_LIMIT]
     wait = (
-        limiter.retry_after(client_address(request, request.app[SETTINGS].trusted_proxies)) if limiter else 0
+        limiter.retry_after(client_address(request, request.app[SETTINGS].trusted_proxies))
+        if limiter is not None
+        else 0
     )
     if not wait:
         return None
