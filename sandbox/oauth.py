@@ -279,7 +279,7 @@ def consent_page(sandbox: Sandbox, req: AuthorizeRequest, *, problem: str | None
         f"<p>This will allow the developer of {e(sandbox.application_name)} to:</p><ul>{scopes}</ul>"
         + (f'<p class="error" role="alert">{e(problem)}</p>' if problem else "")
         + f'<form method="post" action="/oauth2/authorize">{hidden}{picker}'
-        '<div><button class="cancel" type="submit" name="action" value="cancel">Cancel</button>'
+        '<div><button class="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>'
         '<button class="authorize" type="submit" name="action" value="authorize">Authorize</button></div>'
         "</form>"
     )
