@@ -26,6 +26,7 @@ from log_format import JsonFormatter
 from printable import printable
 from store import StoreUnavailableError, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
+from web.oauth import InvalidClientError
 
 log = logging.getLogger("guildlink")
 
@@ -110,6 +111,13 @@ def _bot_exit_code(task: asyncio.Task[None], settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_DISCORD_REFUSED
+    if isinstance(exc, InvalidClientError):
+        print(
+            "guildlink: Discord refused DISCORD_CLIENT_ID and DISCORD_CLIENT_SECRET (invalid_client): reset the"
+            " secret on the Developer Portal's OAuth2 page and put it in DISCORD_CLIENT_SECRET.",
+            file=sys.stderr,
+        )
+        return EXIT_SETTINGS
     if isinstance(exc, NotDiscordError):
         print(
             f"guildlink: DISCORD_BASE_URL {settings.discord_base_url} does not answer as Discord's API does ({exc});"

@@ -68,6 +68,8 @@ class RequestRecord:
     path: str
     query: dict[str, str]
     time: float
+    # A token request's grant_type (form field), so that tests can tell the kinds apart.
+    grant_type: str | None = None
 
 
 @dataclass
@@ -80,6 +82,16 @@ class Fault:
     times: int
     retry_after: float | None = None
     body: dict[str, Any] | None = None
+
+
+async def _grant_type(request: web.Request) -> str | None:
+    """The grant_type of a form-encoded token request (aiohttp keeps the parsed form for the handler)."""
+    if request.method != "POST" or not request.path.endswith("/oauth2/token"):
+        return None
+    if request.content_type != "application/x-www-form-urlencoded":
+        return None
+    value = (await request.post()).get("grant_type")
+    return value if isinstance(value, str) else None
 
 
 def make_bot_token(client_id: int, seed: int) -> str:
@@ -189,7 +201,11 @@ class Sandbox:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        self.requests.append(RequestRecord(request.method, request.path, dict(request.query), time.time()))
+        self.requests.append(
+            RequestRecord(
+                request.method, request.path, dict(request.query), time.time(), await _grant_type(request)
+            )
+        )
         fault = self._take_fault(request.method, request.path)
         if fault is not None:
             log.info("sandbox.fault method=%s path=%s status=%s", request.method, request.path, fault.status)
