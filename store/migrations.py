@@ -79,4 +79,9 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at TEXT NOT NULL
     );
     """,
+    # 4: a sync that waits for Discord's one-member-list-per-30-s window says until when (phase 'waiting'),
+    # so that the success page can count down instead of showing no progress.
+    """
+    ALTER TABLE sync_states ADD COLUMN waiting_until TEXT;
+    """,
 )

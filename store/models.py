@@ -60,6 +60,8 @@ class Member(NamedTuple):
 
 class SyncPhase(StrEnum):
     PENDING = "pending"
+    # Discord allows one whole-member-list request per guild per 30 s: the sync waits for the window.
+    WAITING = "waiting"
     SYNCING = "syncing"
     SYNCED = "synced"
     FAILED = "failed"
@@ -78,6 +80,8 @@ class SyncState:
     synced_at: datetime | None = None
     error: str | None = None
     updated_at: datetime | None = None
+    # Phase WAITING: when the wait for Discord's member-list window ends.
+    waiting_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

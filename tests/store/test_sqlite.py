@@ -211,3 +211,18 @@ async def test_a_database_written_by_schema_2_is_upgraded_in_place(tmp_path: Pat
         link = await store.get_link(7)
         assert link is not None and link.ref == "r" and link.member_count == 2
         assert [m.user_id for m in await store.list_members(7)] == [1, 2]
+
+
+async def test_a_waiting_sync_keeps_until_when_and_the_next_state_clears_it(tmp_path: Path) -> None:
+    until = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    async with SqliteStore.open(tmp_path / "db.sqlite") as store:
+        await store.save_link(a_link(1))
+        await store.save_sync_state(SyncState(1, SyncPhase.WAITING, member_count=9, waiting_until=until))
+        waiting = await store.get_sync_state(1)
+        assert waiting is not None and waiting.phase is SyncPhase.WAITING
+        assert waiting.waiting_until == until and waiting.member_count == 9
+        (listed,) = await store.list_linked_guilds()
+        assert listed.sync == waiting
+        await store.save_sync_state(SyncState(1, SyncPhase.SYNCING, member_count=9))
+        syncing = await store.get_sync_state(1)
+        assert syncing is not None and syncing.waiting_until is None
