@@ -74,7 +74,7 @@ async def test_relinking_within_discords_window_counts_down_then_reads(make_sand
             return answer if answer["state"] == "waiting" else None
 
         answer = await eventually(waiting, within=5)
-        assert 0 < answer["waiting_seconds"] <= 3.0 and answer["member_count"] == total
+        assert answer is not None and 0 < answer["waiting_seconds"] <= 3.0 and answer["member_count"] == total
 
         async def synced() -> dict[str, Any] | None:
             answer = await _progress(w, url)
