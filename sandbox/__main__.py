@@ -130,11 +130,16 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"  consent page: {sandbox.base_url}/oauth2/authorize?client_id={sandbox.client_id}&...")
         print(f"  gateway: {sandbox.gateway.url}")
         for g in guilds[:10]:
-            print(f"  guild {g.id} {g.name!r}: {g.member_count} members")
+            print(f"  guild {g.id} {g.name!r}: {count(g.member_count, 'member')}")
         if len(guilds) > 10:
-            print(f"  ... and {len(guilds) - 10} more guilds")
+            print(f"  ... and {count(len(guilds) - 10, 'more guild')}")
         print("Ctrl-C to stop.", flush=True)
         await stop.wait()
+
+
+def count(n: int, noun: str) -> str:
+    """'1 member', '2 members', '10,000 members'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> int:

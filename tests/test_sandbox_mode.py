@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 import run_record
+import sandbox_mode
 from main import status, status_database, with_port
 from tests.harness import eventually, free_port
 
@@ -27,7 +28,7 @@ CURL = "curl -s"
 
 
 @asynccontextmanager
-async def sandbox_mode(data_dir: Path, port: int, *args: str) -> AsyncIterator[list[str]]:
+async def sandbox_mode_process(data_dir: Path, port: int, *args: str) -> AsyncIterator[list[str]]:
     """`main.py --sandbox --port PORT` in `data_dir` with JSON logs; yields its stdout lines once it is ready.
 
     Stopped with SIGTERM on exit, which must end it with code 0 and JSON-only logs.
@@ -108,7 +109,9 @@ async def test_a_new_user_links_a_server_uses_the_printed_curl_lines_restarts_an
 ) -> None:
     port = free_port()
     web_url = f"https://localhost:{port}"
-    async with sandbox_mode(tmp_path, port, "--sandbox-guilds", "1", "--sandbox-members", "30") as printed:
+    async with sandbox_mode_process(
+        tmp_path, port, "--sandbox-guilds", "1", "--sandbox-members", "30"
+    ) as printed:
         assert any(f"Open {web_url}/ in a browser" in line for line in printed)
         list_guilds, page_members = (line.strip() for line in printed if line.lstrip().startswith("curl"))
         assert await curl(list_guilds) == {"guilds": []}
@@ -140,7 +143,9 @@ async def test_a_new_user_links_a_server_uses_the_printed_curl_lines_restarts_an
     assert " yes " in row and " synced " in row
 
     # A restart: the sandbox remembers that its bot is in the server, so the link stays, members and all.
-    async with sandbox_mode(tmp_path, port, "--sandbox-guilds", "1", "--sandbox-members", "30") as again:
+    async with sandbox_mode_process(
+        tmp_path, port, "--sandbox-guilds", "1", "--sandbox-members", "30"
+    ) as again:
         assert [line.strip() for line in again if line.lstrip().startswith("curl")] == [
             list_guilds,
             page_members,
@@ -222,3 +227,19 @@ def test_help_lists_every_setting_with_its_default_and_version_reads_pyproject()
         [sys.executable, str(ROOT / "main.py"), "--version"], capture_output=True, text=True, timeout=30
     )
     assert version.returncode == 0 and version.stdout.strip() == "guildlink 0.1.0"
+
+
+def test_one_of_anything_is_not_printed_as_a_plural(tmp_path: Path) -> None:
+    from config import parse_settings
+    from sandbox.__main__ import count
+
+    run = sandbox_mode.prepare({"DATA_DIR": str(tmp_path)}, members=1, guilds=1)
+    steps = sandbox_mode.first_steps(
+        run, parse_settings(run.settings_env()), members=1, guilds=1, python="python"
+    )
+    assert "1 server of 1 member;" in steps
+    assert (count(1, "member"), count(2, "more guild"), count(10_000, "member")) == (
+        "1 member",
+        "2 more guilds",
+        "10,000 members",
+    )

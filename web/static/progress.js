@@ -8,6 +8,7 @@
   const text = document.getElementById("progress-text");
   const url = box.dataset.statusUrl;
   const fmt = (n) => Number(n).toLocaleString("en-US");
+  const members = (n) => fmt(n) + (n === 1 ? " member" : " members");
   // Where the count stood when we started watching it grow: the estimate of the time left comes from it.
   let first = null;
   box.hidden = false;
@@ -43,7 +44,7 @@
     const total = s.member_count;
     switch (s.state) {
       case "synced":
-        show("Done: all " + fmt(s.members_stored) + " members are read. From now on the bot keeps them in sync" +
+        show("Done: all " + members(s.members_stored) + " are read. From now on the bot keeps them in sync" +
           " as members join, leave or change. You can close this page.", 1, 1);
         return false;
       case "removed":
@@ -63,7 +64,7 @@
           show(fmt(s.members_stored) + " of " + fmt(total) + " members read" + timeLeft(s.members_stored, total),
             s.members_stored, total);
         } else {
-          show(fmt(s.members_stored) + " members read so far");
+          show(members(s.members_stored) + " read so far");
         }
         return true;
       default:
