@@ -157,7 +157,13 @@ class Settings:
 
     @property
     def serves_https(self) -> bool:
+        """Browsers reach us over HTTPS (secure cookies, HSTS), whether we or a proxy hold the certificate."""
         return urlsplit(self.redirect_uri).scheme == "https"
+
+    @property
+    def tls_by_proxy(self) -> bool:
+        """An https redirect URI, no certificate of ours, a trusted proxy: it does TLS, we serve plain HTTP."""
+        return self.serves_https and self.tls_cert_file is None and bool(self.trusted_proxies)
 
     @property
     def public_base_url(self) -> str:
@@ -255,10 +261,17 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
         if path and not Path(path).is_file():
             problems.append(f"{name} names {path}, which is not a readable file.")
-    if redirect.scheme == "https" and not tls_cert and redirect.hostname not in LOCAL_HOSTS:
+    behind_proxy = bool((get("TRUSTED_PROXIES") or "").strip())
+    if (
+        redirect.scheme == "https"
+        and not tls_cert
+        and not behind_proxy
+        and redirect.hostname not in LOCAL_HOSTS
+    ):
         problems.append(
-            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or use an"
-            " http redirect URI behind a TLS-terminating proxy (a self-signed certificate is made for localhost only)."
+            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or put a"
+            " TLS-terminating proxy in front and name its address in TRUSTED_PROXIES (a self-signed certificate"
+            " is made for localhost only)."
         )
 
     database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL

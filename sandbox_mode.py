@@ -97,7 +97,7 @@ def first_steps(run: SandboxRun, settings: Settings, *, members: int, guilds: in
     sandbox = run.sandbox
     assert settings.api_token is not None
     # The self-signed certificate made for localhost is not one curl (or a browser) knows.
-    insecure = "k" if settings.serves_https and settings.tls_cert_file is None else ""
+    insecure = "k" if settings.serves_https and not (settings.tls_cert_file or settings.tls_by_proxy) else ""
     auth = shlex.quote(f"Authorization: Bearer {settings.api_token.reveal()}")
     base = settings.public_base_url
     first = sandbox.managed_guilds()[0]

@@ -178,3 +178,13 @@ def test_every_setting_is_in_the_readme_and_the_env_example() -> None:
     for info in SETTINGS_TABLE:
         assert f"`{info.name}`" in readme, info.name
         assert info.name in example, info.name
+
+
+def test_an_https_redirect_uri_behind_a_trusted_proxy_needs_no_certificate_of_ours() -> None:
+    settings = parse_settings(
+        valid_env(
+            DISCORD_REDIRECT_URI="https://links.example.com/authorize-discord", TRUSTED_PROXIES="127.0.0.1"
+        )
+    )
+    assert settings.serves_https and settings.tls_by_proxy and settings.web_port == 443
+    assert not parse_settings(valid_env()).tls_by_proxy  # https://localhost: a self-signed certificate
