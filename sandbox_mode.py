@@ -105,10 +105,12 @@ def first_steps(run: SandboxRun, settings: Settings, *, members: int, guilds: in
     warning = " (its certificate is self-signed: accept the browser's warning)" if insecure else ""
     lines = [
         f"Sandbox Discord running at {sandbox.base_url}: {_count(guilds, 'server')} of"
-        f" {_count(members, 'member')}; it keeps its world in {sandbox.options.world_file}.",
+        f" {_count(members, 'member')}{' each' if guilds > 1 else ''}; it keeps its world in"
+        f" {sandbox.options.world_file}.",
         f"Open {base}/ in a browser{warning}, click 'Add to Discord', pick a server and click Authorize.",
         f"Links and members go to {settings.database_url}; `{python} main.py status` lists them.",
-        f"The API's token{kept}; once a server is linked, list the linked servers:",
+        f"The API's token{kept}: API_TOKEN={settings.api_token.reveal()}",
+        "Once a server is linked, list the linked servers:",
         f"  curl -s{insecure} -H {auth} {shlex.quote(base + '/api/guilds')}",
         f"and page the members of {first.name!r} (once it is linked):",
         f"  curl -s{insecure} -H {auth} {shlex.quote(f'{base}/api/guilds/{first.id}/members?limit=5')}",
