@@ -107,7 +107,9 @@ async def _started_web_and_bot(
 async def _checked_bot(settings: Settings, bot: GuildlinkBot) -> None:
     """The bot's life, after the client credentials check: a refused secret ends it (exit 2) at once."""
     await check_client_credentials(settings)
-    await bot.start(settings.bot_token.reveal())
+    # Shut down meanwhile: logging in now would open discord.py's HTTP session after close() ran.
+    if not bot.is_closed():
+        await bot.start(settings.bot_token.reveal())
 
 
 async def check_client_credentials(settings: Settings) -> None:

@@ -165,6 +165,8 @@ class GuildlinkBot(discord.AutoShardedClient):
             user_agent=self.http.user_agent,
             on_unreachable=self._note_unreachable,
         )
+        if self.is_closed():
+            return  # closed while waiting for Discord: logging in would open a session nothing closes
         self._unreachable = None
         self.identify_pacer.max_concurrency = info.max_concurrency
         if not self.settings.uses_default_discord:

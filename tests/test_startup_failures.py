@@ -166,3 +166,12 @@ async def test_the_bot_does_not_warn_about_voice_libraries(
     async with started(settings_for(sandbox, tmp_path, port=free_port())):
         pass
     assert not [r for r in caplog.records if r.name.startswith("discord") and r.levelno >= logging.WARNING]
+
+
+async def test_a_bot_shut_down_during_the_start_up_checks_never_logs_in(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with started(settings_for(sandbox, tmp_path, port=free_port()), ready=False) as running:
+        pass  # stopped at once, while the client credentials check and the gateway probe are under way
+    assert running.bot_task.done()
+    # Logging in (GET /users/@me) after close() would open discord.py's HTTP session, and nothing would close it.
+    assert not [r for r in sandbox.requests if r.path.endswith("/users/@me")]
