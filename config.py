@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -17,9 +17,66 @@ DEFAULT_DISCORD_BASE_URL = "https://discord.com"
 DEFAULT_REDIRECT_URI = "https://localhost:8080/authorize-discord"
 DEFAULT_DATABASE_URL = "sqlite:///data/guildlink.db"
 DEFAULT_SCOPES = "identify guilds bot"
+DEFAULT_DATA_DIR = "data"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class SettingInfo:
+    """One environment variable as `--help` and the README list it; `default` is what an unset one means."""
+
+    name: str
+    default: str | None
+    meaning: str
+    # What --help shows when the default is not a plain value (required, unset, or derived from another).
+    shown_default: str | None = None
+
+    @property
+    def help_default(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        return self.default if self.default is not None else "unset"
+
+
+# Every variable parse_settings reads, with the default it applies: the one table --help is made from
+# (a test checks that parse_settings reads exactly these, so the two cannot drift apart).
+SETTINGS_TABLE: tuple[SettingInfo, ...] = (
+    SettingInfo("DISCORD_CLIENT_ID", None, "the application's id (Developer Portal > General)", "required"),
+    SettingInfo("DISCORD_CLIENT_SECRET", None, "its client secret (Developer Portal > OAuth2)", "required"),
+    SettingInfo("DISCORD_BOT_TOKEN", None, "its bot's token (Developer Portal > Bot)", "required"),
+    SettingInfo(
+        "DISCORD_REDIRECT_URI",
+        DEFAULT_REDIRECT_URI,
+        "our OAuth2 callback, registered under OAuth2 > Redirects",
+    ),
+    SettingInfo(
+        "DISCORD_BASE_URL", DEFAULT_DISCORD_BASE_URL, "Discord, or a Discord-compatible server (the sandbox)"
+    ),
+    SettingInfo("DISCORD_SCOPES", DEFAULT_SCOPES, "what the consent page asks for"),
+    SettingInfo("DISCORD_PERMISSIONS", "0", "the bot's permissions the consent page asks for"),
+    SettingInfo("WEB_HOST", "127.0.0.1", "the address the web server listens on"),
+    SettingInfo("WEB_PORT", None, "the web server's port", "the redirect URI's port"),
+    SettingInfo("TLS_CERT_FILE", None, "HTTPS certificate (PEM); with TLS_KEY_FILE"),
+    SettingInfo(
+        "TLS_KEY_FILE", None, "its private key; both unset with https://localhost: a self-signed one is made"
+    ),
+    SettingInfo("DATABASE_URL", DEFAULT_DATABASE_URL, "the database"),
+    SettingInfo(
+        "DATA_DIR", DEFAULT_DATA_DIR, "generated files (self-signed certificate, the last run's record)"
+    ),
+    SettingInfo("API_TOKEN", None, "bearer token of the JSON API, 32+ characters; unset, /api answers 503"),
+    SettingInfo("LOG_LEVEL", "INFO", f"one of {', '.join(LOG_LEVELS)}"),
+    SettingInfo("LOG_FORMAT", "text", "text, or json: one JSON object per line"),
+    SettingInfo("METRICS", "token", "/metrics: off, token (Bearer API_TOKEN) or open"),
+    SettingInfo("LINK_RATE_LIMIT", "20", "consent flows one client may open per minute; 0: no limit"),
+    SettingInfo("TRUSTED_PROXIES", None, "reverse proxies' addresses, comma-separated (X-Forwarded-For)"),
+    SettingInfo("SHARD_COUNT", None, "shards across every process", "Discord's recommended count"),
+    SettingInfo("SHARD_IDS", None, "the shards this process runs, e.g. 0,1,2,3", "all of SHARD_COUNT"),
+)
+SETTING_DEFAULTS = {info.name: info.default for info in SETTINGS_TABLE}
 
 
 @dataclass(frozen=True)
@@ -68,7 +125,8 @@ class Settings:
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     api_token: Secret | None = None
     log_level: str = "INFO"
-    data_dir: Path = Path("data")
+    log_format: str = "text"
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
     # Consent flows (/link, /start) one client may open per minute; 0 turns the limit off.
     link_rate_limit: int = 20
     # Addresses of reverse proxies whose X-Forwarded-For names the real client (for the limit above).
@@ -101,7 +159,13 @@ class Settings:
 
     @property
     def serves_https(self) -> bool:
+        """Browsers reach us over HTTPS (secure cookies, HSTS), whether we or a proxy hold the certificate."""
         return urlsplit(self.redirect_uri).scheme == "https"
+
+    @property
+    def tls_by_proxy(self) -> bool:
+        """An https redirect URI, no certificate of ours, a trusted proxy: it does TLS, we serve plain HTTP."""
+        return self.serves_https and self.tls_cert_file is None and bool(self.trusted_proxies)
 
     @property
     def public_base_url(self) -> str:
@@ -128,9 +192,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     """Validate raw `NAME=value` settings; raise SettingsError naming every problem."""
     problems: list[str] = []
 
-    def get(name: str, default: str | None = None) -> str | None:
+    def get(name: str) -> str | None:
+        """The variable's value, or its default from SETTINGS_TABLE (None: required, or unset)."""
         raw = env.get(name, "").strip()
-        return raw if raw else default
+        return raw if raw else SETTING_DEFAULTS[name]
 
     def required(name: str, where: str) -> str:
         value = get(name)
@@ -153,39 +218,42 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             client_id = int(client_id_raw)
         else:
             problems.append(
-                "DISCORD_CLIENT_ID must be the numeric Application ID (a snowflake such as 1234567890)."
+                "DISCORD_CLIENT_ID must be the numeric Application ID (a snowflake such as 1234567890),"
+                f" not {client_id_raw!r}."
             )
     if bot_token:
         problems.extend(_bot_token_problems(bot_token, client_id))
 
-    redirect_uri = get("DISCORD_REDIRECT_URI", DEFAULT_REDIRECT_URI) or DEFAULT_REDIRECT_URI
-    redirect = urlsplit(redirect_uri)
+    redirect_uri = get("DISCORD_REDIRECT_URI") or DEFAULT_REDIRECT_URI
+    redirect = _split_url(redirect_uri)
     if redirect.scheme not in ("http", "https") or not redirect.hostname or not redirect.path:
         problems.append(
-            "DISCORD_REDIRECT_URI must be an absolute http(s) URL with a path, "
+            f"DISCORD_REDIRECT_URI must be an absolute http(s) URL with a path, not {redirect_uri!r}: "
             f"such as {DEFAULT_REDIRECT_URI}; register the same value in the Developer Portal."
         )
 
-    base_url = (get("DISCORD_BASE_URL", DEFAULT_DISCORD_BASE_URL) or "").rstrip("/")
-    base = urlsplit(base_url)
+    base_url = (get("DISCORD_BASE_URL") or "").rstrip("/")
+    base = _split_url(base_url)
     if base.scheme not in ("http", "https") or not base.hostname or base.path:
         problems.append(
-            f"DISCORD_BASE_URL must be a scheme and host such as {DEFAULT_DISCORD_BASE_URL}, without a path."
+            f"DISCORD_BASE_URL must be a scheme and host such as {DEFAULT_DISCORD_BASE_URL}, without a path,"
+            f" not {base_url!r}."
         )
     elif base.hostname and base.hostname.endswith("discordapp.com"):
         problems.append(f"DISCORD_BASE_URL names the retired discordapp.com: use {DEFAULT_DISCORD_BASE_URL}.")
 
-    scopes = tuple((get("DISCORD_SCOPES", DEFAULT_SCOPES) or DEFAULT_SCOPES).split())
+    scopes = tuple((get("DISCORD_SCOPES") or DEFAULT_SCOPES).split())
     if "bot" not in scopes:
         problems.append(
-            "DISCORD_SCOPES must include 'bot': without it Discord adds no bot and sends no guild."
+            f"DISCORD_SCOPES must include 'bot', unlike {' '.join(scopes)!r}: without it Discord adds no bot"
+            " and sends no guild."
         )
 
-    permissions = _int_setting(get("DISCORD_PERMISSIONS", "0"), "DISCORD_PERMISSIONS", problems, minimum=0)
+    permissions = _int_setting(get("DISCORD_PERMISSIONS"), "DISCORD_PERMISSIONS", problems, minimum=0)
 
-    default_port = redirect.port or (443 if redirect.scheme == "https" else 80)
+    default_port = _port_of(redirect) or (443 if redirect.scheme == "https" else 80)
     web_port = _int_setting(
-        get("WEB_PORT", str(default_port)), "WEB_PORT", problems, minimum=0, maximum=65535
+        get("WEB_PORT") or str(default_port), "WEB_PORT", problems, minimum=0, maximum=65535
     )
 
     tls_cert = get("TLS_CERT_FILE")
@@ -195,20 +263,32 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
         if path and not Path(path).is_file():
             problems.append(f"{name} names {path}, which is not a readable file.")
-    if redirect.scheme == "https" and not tls_cert and redirect.hostname not in LOCAL_HOSTS:
+    behind_proxy = bool((get("TRUSTED_PROXIES") or "").strip())
+    if (
+        redirect.scheme == "https"
+        and not tls_cert
+        and not behind_proxy
+        and redirect.hostname not in LOCAL_HOSTS
+    ):
         problems.append(
-            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or use an"
-            " http redirect URI behind a TLS-terminating proxy (a self-signed certificate is made for localhost only)."
+            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or put a"
+            " TLS-terminating proxy in front and name its address in TRUSTED_PROXIES (a self-signed certificate"
+            " is made for localhost only)."
         )
 
-    database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
+    database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
     database_problem = database_url_problem(database_url)
     if database_problem:
         problems.append(database_problem)
 
-    log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
+    log_level_raw = get("LOG_LEVEL") or "INFO"
+    log_level = log_level_raw.upper()
     if log_level not in LOG_LEVELS:
-        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level_raw!r}.")
+    log_format_raw = get("LOG_FORMAT") or "text"
+    log_format = log_format_raw.lower()
+    if log_format not in LOG_FORMATS:
+        problems.append(f"LOG_FORMAT must be text or json, not {log_format_raw!r}.")
 
     api_token = get("API_TOKEN")
     if api_token is not None and len(api_token) < 32:
@@ -217,11 +297,12 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         )
 
     shard_count, shard_ids = _shard_settings(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
-    metrics = (get("METRICS", "token") or "token").lower()
+    metrics_raw = get("METRICS") or "token"
+    metrics = metrics_raw.lower()
     if metrics not in ("off", "token", "open"):
-        problems.append("METRICS must be off, token (behind API_TOKEN) or open.")
+        problems.append(f"METRICS must be off, token (behind API_TOKEN) or open, not {metrics_raw!r}.")
     link_rate_limit = _int_setting(
-        get("LINK_RATE_LIMIT", "20"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
+        get("LINK_RATE_LIMIT"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
     )
     trusted_proxies = frozenset(
         part.strip() for part in (get("TRUSTED_PROXIES") or "").split(",") if part.strip()
@@ -242,14 +323,15 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         discord_base_url=base_url,
         scopes=scopes,
         permissions=permissions,
-        web_host=get("WEB_HOST", "127.0.0.1") or "127.0.0.1",
+        web_host=get("WEB_HOST") or "127.0.0.1",
         web_port=web_port,
         tls_cert_file=Path(tls_cert) if tls_cert else None,
         tls_key_file=Path(tls_key) if tls_key else None,
         database_url=database_url,
         api_token=Secret(api_token) if api_token else None,
         log_level=log_level,
-        data_dir=Path(get("DATA_DIR", "data") or "data"),
+        log_format=log_format,
+        data_dir=Path(get("DATA_DIR") or DEFAULT_DATA_DIR),
         shard_count=shard_count,
         shard_ids=shard_ids,
         link_rate_limit=link_rate_limit,
@@ -301,9 +383,11 @@ def database_url_problem(url: str) -> str | None:
         return None
     if url.startswith("sqlite:///") and url != "sqlite:///":
         return None
+    # Only the scheme is shown: the rest may hold a password.
+    scheme = url.partition(":")[0][:20]
     return (
-        "DATABASE_URL must be sqlite:///path/to/file.db (relative), sqlite:////absolute/path.db,"
-        " or postgresql://user:password@host:5432/database."
+        f"DATABASE_URL names {scheme!r}: it must be sqlite:///path/to/file.db (relative),"
+        " sqlite:////absolute/path.db, or postgresql://user:password@host:5432/database."
     )
 
 
@@ -334,10 +418,26 @@ def _int_setting(
     except ValueError:
         problems.append(f"{name} must be a whole number, not {raw!r}.")
         return 0
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        problems.append(f"{name} must be at least {minimum}{upper}.")
+    if maximum is not None and not minimum <= value <= maximum:
+        problems.append(f"{name} must be between {minimum} and {maximum}, not {value}.")
+    elif value < minimum:
+        problems.append(f"{name} must be at least {minimum}, not {value}.")
     return value
+
+
+def _split_url(url: str) -> SplitResult:
+    """urlsplit, with an unparseable URL (e.g. '[') read as no URL at all."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit("")
+
+
+def _port_of(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # a port out of range; the URL's other checks report the setting
+        return None
 
 
 def _bot_token_problems(token: str, client_id: int) -> list[str]:

@@ -7,15 +7,24 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import textwrap
+import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import discord
 
+import run_record
+import sandbox_mode
 from bot.reachability import DiscordRefusedTokenError, NotDiscordError
 from config import (
+    DEFAULT_DATA_DIR,
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIRECT_URI,
+    LOCAL_HOSTS,
+    SETTINGS_TABLE,
     Settings,
     SettingsError,
     database_url_problem,
@@ -24,9 +33,11 @@ from config import (
     read_environment,
 )
 from lifecycle import CannotListenError, run_guildlink
+from log_format import JsonFormatter
 from printable import printable
 from store import StoreUnavailableError, is_postgres_url, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
+from web.oauth import InvalidClientError
 
 log = logging.getLogger("guildlink")
 
@@ -34,15 +45,20 @@ EXIT_SETTINGS = 2
 EXIT_DISCORD_REFUSED = 3
 EXIT_DATABASE = 4
 EXIT_CANNOT_LISTEN = 5
-SANDBOX_DATABASE_URL = "sqlite:///data/sandbox.db"
+PYPROJECT = Path(__file__).with_name("pyproject.toml")
+# Beyond these the sandbox's world takes minutes to build, or one gateway session cannot hold its guilds.
+MAX_SANDBOX_GUILDS = 2_500
+MAX_SANDBOX_MEMBERS = 10_000_000
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """One handler on stderr: text lines, or (LOG_FORMAT=json) one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     quiet_chatty_libraries(level)
     quiet_malformed_requests()
 
@@ -60,14 +76,18 @@ def quiet_chatty_libraries(level: str) -> None:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM or until Discord refuses the bot; return the exit code."""
+async def serve(
+    settings: Settings, *, sandbox: bool = False, on_started: Callable[[], None] | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM or until Discord refuses the bot; return the exit code.
+
+    `on_started` is called once the web server listens (the sandbox's first steps are printed then)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        return await _serve_until_stopped(settings, stop)
+        return await _serve_until_stopped(settings, stop, sandbox=sandbox, on_started=on_started)
     except CannotListenError as exc:
         print(
             f"guildlink: cannot listen on {exc.host}:{exc.port} ({exc.reason}); stop the program using it"
@@ -94,10 +114,18 @@ def database_failure(database_url: str, exc: StoreUnavailableError) -> str:
     )
 
 
-async def _serve_until_stopped(settings: Settings, stop: asyncio.Event) -> int:
+async def _serve_until_stopped(
+    settings: Settings, stop: asyncio.Event, *, sandbox: bool, on_started: Callable[[], None] | None
+) -> int:
     async with run_guildlink(settings) as running:
+        # The database is open: from now on `status` reads this one.
+        run_record.save(settings.data_dir, settings.database_url, sandbox=sandbox)
         log.info("guildlink.started web=%s", running.web_url)
-        log.info("Share this link with server admins: %s/link", settings.public_base_url)
+        if on_started is not None:
+            on_started()
+        log.info(
+            "guildlink.share_link url=%s/link: share this link with server admins", settings.public_base_url
+        )
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({running.bot_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -117,6 +145,13 @@ def _bot_exit_code(task: asyncio.Task[None], settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_DISCORD_REFUSED
+    if isinstance(exc, InvalidClientError):
+        print(
+            "guildlink: Discord refused DISCORD_CLIENT_ID and DISCORD_CLIENT_SECRET (invalid_client): reset the"
+            " secret on the Developer Portal's OAuth2 page and put it in DISCORD_CLIENT_SECRET.",
+            file=sys.stderr,
+        )
+        return EXIT_SETTINGS
     if isinstance(exc, NotDiscordError):
         print(
             f"guildlink: DISCORD_BASE_URL {settings.discord_base_url} does not answer as Discord's API does ({exc});"
@@ -138,28 +173,48 @@ def _bot_exit_code(task: asyncio.Task[None], settings: Settings) -> int:
     return 1
 
 
-async def serve_with_sandbox(env: dict[str, str], *, members: int, guilds: int) -> int:
+async def serve_with_sandbox(run: sandbox_mode.SandboxRun, *, members: int, guilds: int) -> int:
     """Start the local Discord in this process and point guildlink at it: no Discord account needed."""
-    from sandbox import Sandbox, SandboxOptions
+    async with run.sandbox as sandbox:
+        settings = parse_settings(run.settings_env())
+        log.info("sandbox_mode.started base_url=%s", sandbox.base_url)
+        steps = sandbox_mode.first_steps(run, settings, members=members, guilds=guilds, python=shown_python())
+        return await serve(settings, sandbox=True, on_started=lambda: print(steps, flush=True))
 
-    redirect_uri = env.get("DISCORD_REDIRECT_URI") or DEFAULT_REDIRECT_URI
-    async with Sandbox(
-        SandboxOptions(redirect_uris=[redirect_uri], members=members, guilds=guilds)
-    ) as sandbox:
-        env = env | {
-            "DISCORD_CLIENT_ID": str(sandbox.client_id),
-            "DISCORD_CLIENT_SECRET": sandbox.client_secret,
-            "DISCORD_BOT_TOKEN": sandbox.bot_token,
-            "DISCORD_BASE_URL": sandbox.base_url,
-            "DATABASE_URL": env.get("SANDBOX_DATABASE_URL") or SANDBOX_DATABASE_URL,
-        }
-        settings = parse_settings(env)
+
+def shown_python() -> str:
+    """How to call this interpreter in a hint: relative when it lives under this folder (.venv/bin/python)."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return "python" if executable.name.startswith("python") else str(executable)
+
+
+def status_database(env: dict[str, str], *, sandbox: bool) -> tuple[str, str]:
+    """The database `status` reads, and why that one."""
+    data_dir = Path(env.get("DATA_DIR") or DEFAULT_DATA_DIR)
+    if sandbox:
+        return sandbox_mode.database_url(env), "the sandbox's (--sandbox)"
+    if env.get("DATABASE_URL"):
+        return env["DATABASE_URL"], "DATABASE_URL"
+    last = run_record.load(data_dir)
+    if last is not None:
+        return last.database_url, f"the last run's, recorded in {data_dir / run_record.RECORD_NAME}"
+    return DEFAULT_DATABASE_URL, "the default"
+
+
+async def status(env: dict[str, str], *, sandbox: bool) -> int:
+    """`main.py status`: say which database, list its links, and point at the last run's if it was another."""
+    database_url, why = status_database(env, sandbox=sandbox)
+    print(f"Database: {printable(run_record.without_password(database_url))} ({why})")
+    last = run_record.load(Path(env.get("DATA_DIR") or DEFAULT_DATA_DIR))
+    if last is not None and last.database_url != run_record.without_password(database_url):
+        how = "`main.py status --sandbox` lists" if last.sandbox else "unset DATABASE_URL to list"
         print(
-            f"Sandbox Discord running at {sandbox.base_url} ({guilds} servers of {members} members).\n"
-            f"Open {settings.public_base_url}/ in a browser and click 'Add to Discord'.",
-            flush=True,
+            f"The last run{' (--sandbox)' if last.sandbox else ''} used {printable(last.database_url)}: {how} its links."
         )
-        return await serve(settings)
+    return await print_status(database_url)
 
 
 async def print_status(database_url: str) -> int:
@@ -200,9 +255,63 @@ async def print_status(database_url: str) -> int:
     return 0
 
 
+def project_version() -> str:
+    """guildlink's version, from pyproject.toml: the one place it is written."""
+    try:
+        return str(tomllib.loads(PYPROJECT.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high, else a message naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low:,} and {high:,}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad argument in one line (exit 2), as a bad setting is, not with the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_SETTINGS, f"{self.prog}: {message} (see --help)\n")
+
+
+def settings_epilog() -> str:
+    """Every setting with its default, from config's one table, and what --sandbox and status read."""
+    width = max(len(info.name) for info in SETTINGS_TABLE) + 2
+    lines = ["settings (from the environment, or NAME=value lines in --env-file; the environment wins):"]
+    for info in SETTINGS_TABLE:
+        text = f"{info.meaning} [default: {info.help_default}]"
+        wrapped = textwrap.wrap(text, 100 - width - 2) or [""]
+        lines.append(f"  {info.name:<{width}}{wrapped[0]}")
+        lines.extend(f"  {'':<{width}}{more}" for more in wrapped[1:])
+    lines += [
+        "",
+        "--sandbox uses the sandbox's credentials and address, keeps its links in DATA_DIR/sandbox.db",
+        "(SANDBOX_DATABASE_URL to change it) apart from real ones, its world in DATA_DIR/sandbox-world.json,",
+        "and an API token in DATA_DIR/sandbox-api-token unless API_TOKEN is set.",
+        "status reads DATABASE_URL if set, else the database the last run used (DATA_DIR/last-run.json);",
+        "status --sandbox reads the sandbox's.",
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="main.py", description="Link Discord servers and sync their members."
+    parser = OneLineParser(
+        prog="main.py",
+        description="Link Discord servers and sync their members.",
+        epilog=settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "command",
@@ -211,35 +320,66 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default="run",
         help="run (default): web server and bot; status: linked guilds and their sync, from the database",
     )
+    parser.add_argument("--version", action="version", version=f"guildlink {project_version()}")
     parser.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default: .env)")
+    parser.add_argument(
+        "--port",
+        type=whole_number(0, 65535),
+        help="the web server's port (WEB_PORT); a localhost redirect URI follows it (default: its port, 8080)",
+    )
     parser.add_argument(
         "--sandbox",
         action="store_true",
-        help="run against a local Discord in this process (no account needed)",
+        help="run against a local Discord in this process (no account needed); with status: list its links",
     )
-    parser.add_argument("--sandbox-members", type=int, default=200, help="members per sandbox server")
-    parser.add_argument("--sandbox-guilds", type=int, default=3, help="servers the sandbox admin manages")
+    parser.add_argument(
+        "--sandbox-members",
+        type=whole_number(1, MAX_SANDBOX_MEMBERS),
+        default=200,
+        help="members per sandbox server (default 200)",
+    )
+    parser.add_argument(
+        "--sandbox-guilds",
+        type=whole_number(1, MAX_SANDBOX_GUILDS),
+        default=3,
+        help="servers the sandbox admin manages (default 3)",
+    )
     return parser.parse_args(argv)
+
+
+def with_port(env: dict[str, str], port: int) -> dict[str, str]:
+    """WEB_PORT=port; a redirect URI on this machine moves to the same port (a public one stays as set)."""
+    redirect_uri = env.get("DISCORD_REDIRECT_URI") or DEFAULT_REDIRECT_URI
+    parts = urlsplit(redirect_uri)
+    env = env | {"WEB_PORT": str(port)}
+    if parts.hostname in LOCAL_HOSTS:
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        env["DISCORD_REDIRECT_URI"] = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
+    return env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     env = read_environment(args.env_file)
+    if args.port is not None:
+        env = with_port(env, args.port)
     if args.command == "status":
-        return asyncio.run(print_status(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL))
+        return asyncio.run(status(env, sandbox=args.sandbox))
+    run = None
     try:
         if args.sandbox:
-            setup_logging((env.get("LOG_LEVEL") or "INFO").upper())
-            return asyncio.run(
-                serve_with_sandbox(env, members=args.sandbox_members, guilds=args.sandbox_guilds)
-            )
+            run = sandbox_mode.prepare(env, members=args.sandbox_members, guilds=args.sandbox_guilds)
+            env = run.settings_env()
+        # Checked before anything starts, logging included: a bad LOG_LEVEL is a setting like any other.
         settings = parse_settings(env)
     except SettingsError as exc:
         print("guildlink: cannot start, fix these settings (in the environment or .env):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_SETTINGS
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    if run is not None:
+        return asyncio.run(serve_with_sandbox(run, members=args.sandbox_members, guilds=args.sandbox_guilds))
     return asyncio.run(serve(settings))
 
 

@@ -46,8 +46,8 @@ def fill(path: Path, guilds: int, members: int) -> None:
                 (guild, f"guild {guild}", now, members),
             )
             db.execute(
-                "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error, updated_at)"
-                " VALUES (?, 'synced', ?, ?, ?, NULL, ?)",
+                "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
+                " updated_at) VALUES (?, 'synced', ?, ?, ?, NULL, ?)",
                 (guild, members, members, now, now),
             )
             db.executemany(

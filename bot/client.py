@@ -37,6 +37,8 @@ R = TypeVar("R")
 # Discord answers a heartbeat at once; one left unanswered this long means the session is not really there.
 HEARTBEAT_ACK_GRACE = 10.0
 SHARD_CONNECT_TIMEOUT = 30.0
+# discord.py's default: after READY, how long a quiet gateway means every guild has arrived.
+GUILD_READY_TIMEOUT = 2.0
 
 
 def bot_intents() -> discord.Intents:
@@ -45,6 +47,14 @@ def bot_intents() -> discord.Intents:
     intents.guilds = True
     intents.members = True
     return intents
+
+
+def quiet_voice_warnings() -> None:
+    """Silence discord.py's warnings that its voice libraries (PyNaCl, davey) are missing."""
+    # This bot never joins a voice channel, so they would only puzzle the operator. These are discord.py's
+    # documented switches, read when a client is constructed: hence called before super().__init__.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
 
 
 def shard_of(guild_id: int, shard_count: int) -> int:
@@ -65,8 +75,10 @@ class GuildlinkBot(discord.AutoShardedClient):
         *,
         member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
         identify_interval: float = IDENTIFY_INTERVAL,
+        guild_ready_timeout: float = GUILD_READY_TIMEOUT,
         metrics: Metrics | None = None,
     ) -> None:
+        quiet_voice_warnings()
         super().__init__(
             intents=bot_intents(),
             # The database is the member cache: discord.py keeps none, and never chunks by itself
@@ -77,6 +89,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             status=discord.Status.online,
             # A shard that cannot connect is retried by discord.py; three minutes is too long to notice.
             shard_connect_timeout=SHARD_CONNECT_TIMEOUT,
+            guild_ready_timeout=guild_ready_timeout,
         )
         # Only when set (discord.py reads it at launch): its typed options have no "None" for shard_ids.
         if settings.shard_ids is not None:
@@ -156,6 +169,8 @@ class GuildlinkBot(discord.AutoShardedClient):
             user_agent=self.http.user_agent,
             on_unreachable=self._note_unreachable,
         )
+        if self.is_closed():
+            return  # closed while waiting for Discord: logging in would open a session nothing closes
         self._unreachable = None
         self.identify_pacer.max_concurrency = info.max_concurrency
         if not self.settings.uses_default_discord:

@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.payloads import member_from_payload
@@ -235,17 +235,39 @@ class MemberSync:
         )
         return total
 
-    async def _wait_for_cooldown(self, guild_id: int) -> None:
+    async def _wait_for_cooldown(self, guild_id: int, progress: _Progress) -> None:
         last = self._last_request.get(guild_id)
-        if last is not None:
-            wait = last + self._cooldown - time.monotonic()
-            if wait > 0:
-                log.info("sync.cooldown guild=%d wait=%.1f", guild_id, wait)
-                await asyncio.sleep(wait)
+        if last is None:
+            return
+        wait = last + self._cooldown - time.monotonic()
+        if wait <= 0:
+            return
+        log.info("sync.cooldown guild=%d wait=%.1f", guild_id, wait)
+        # Recorded, so that the success page counts down instead of showing no progress for half a minute.
+        now = datetime.now(UTC)
+        await self._save_progress(
+            progress, SyncPhase.WAITING, now, waiting_until=now + timedelta(seconds=wait)
+        )
+        await asyncio.sleep(wait)
+        await self._save_progress(progress, SyncPhase.SYNCING, datetime.now(UTC))
+
+    async def _save_progress(
+        self, progress: _Progress, phase: SyncPhase, now: datetime, *, waiting_until: datetime | None = None
+    ) -> None:
+        state = SyncState(
+            progress.guild_id,
+            phase,
+            members_stored=progress.stored,
+            member_count=progress.expected,
+            updated_at=now,
+            waiting_until=waiting_until,
+        )
+        if not await self._store.save_sync_state(state):
+            raise LinkGoneError(progress.guild_id)
 
     async def _via_gateway(self, guild_id: int, progress: _Progress) -> None:
         for attempt in range(1, MAX_GATEWAY_ATTEMPTS + 1):
-            await self._wait_for_cooldown(guild_id)
+            await self._wait_for_cooldown(guild_id, progress)
             request = _ChunkRequest(guild_id, NONCE_PREFIX + secrets.token_hex(12))
             self._requests[request.nonce] = request
             try:

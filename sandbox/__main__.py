@@ -9,20 +9,66 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
 
 from .app import Sandbox, SandboxOptions
 
 log = logging.getLogger(__name__)
 
+# Beyond these the world takes minutes to build or a gateway session would need sharding to hold it.
+MAX_GUILDS = 100_000
+MAX_MEMBERS = 10_000_000
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--guilds", type=int, default=3, help="guilds the signed-in user manages")
-    parser.add_argument("--members", type=int, default=50, help="members in each guild")
-    parser.add_argument("--seed", type=int, default=1)
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high, else one line naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low:,} and {high:,}")
+        return value
+
+    parse.__name__ = "number"  # what argparse's message calls it
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad argument in one line (exit 2), not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
+    parser = OneLineParser(prog="python -m sandbox", description=__doc__)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=whole_number(0, 65535), default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--guilds", type=whole_number(1, MAX_GUILDS), default=3, help="guilds the signed-in user manages"
+    )
+    parser.add_argument(
+        "--members", type=whole_number(1, MAX_MEMBERS), default=50, help="members in each guild"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="the world's seed: the same seed gives the same application, credentials, guilds and members",
+    )
+    parser.add_argument(
+        "--world-file",
+        type=Path,
+        help="keep the world here across restarts (the bot's guilds, members added, changed or removed)",
+    )
     parser.add_argument(
         "--redirect-uri",
         action="append",
@@ -34,8 +80,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-members-intent", action="store_true", help="switch the Server Members intent off"
     )
-    parser.add_argument("--log-level", default="WARNING")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="what the sandbox logs on stderr (default WARNING)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed."""
+    return build_parser().parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -48,6 +105,7 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
         requires_code_grant=not args.no_code_grant,
         members_intent_enabled=not args.no_members_intent,
+        world_file=args.world_file,
     )
     if args.redirect_uris:
         options.redirect_uris = list(args.redirect_uris)
@@ -72,17 +130,22 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"  consent page: {sandbox.base_url}/oauth2/authorize?client_id={sandbox.client_id}&...")
         print(f"  gateway: {sandbox.gateway.url}")
         for g in guilds[:10]:
-            print(f"  guild {g.id} {g.name!r}: {g.member_count} members")
+            print(f"  guild {g.id} {g.name!r}: {count(g.member_count, 'member')}")
         if len(guilds) > 10:
-            print(f"  ... and {len(guilds) - 10} more guilds")
+            print(f"  ... and {count(len(guilds) - 10, 'more guild')}")
         print("Ctrl-C to stop.", flush=True)
         await stop.wait()
+
+
+def count(n: int, noun: str) -> str:
+    """'1 member', '2 members', '10,000 members'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr)
     asyncio.run(serve(args))
     return 0
 

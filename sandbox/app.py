@@ -10,12 +10,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from . import oauth, payloads
+from . import oauth, payloads, saved_world
 from .control import ControlHandlers
 from .errors import SandboxError
 from .gateway import Gateway, GatewayCommand
@@ -54,6 +55,9 @@ class SandboxOptions:
     seed: int = 1
     host: str = "127.0.0.1"
     port: int = 0
+    # Where the world is kept across restarts (the bot's guilds, members added, changed or removed);
+    # None: a fresh world every start.
+    world_file: Path | None = None
 
 
 @dataclass
@@ -64,6 +68,8 @@ class RequestRecord:
     path: str
     query: dict[str, str]
     time: float
+    # A token request's grant_type (form field), so that tests can tell the kinds apart.
+    grant_type: str | None = None
 
 
 @dataclass
@@ -76,6 +82,16 @@ class Fault:
     times: int
     retry_after: float | None = None
     body: dict[str, Any] | None = None
+
+
+async def _grant_type(request: web.Request) -> str | None:
+    """The grant_type of a form-encoded token request (aiohttp keeps the parsed form for the handler)."""
+    if request.method != "POST" or not request.path.endswith("/oauth2/token"):
+        return None
+    if request.content_type != "application/x-www-form-urlencoded":
+        return None
+    value = (await request.post()).get("grant_type")
+    return value if isinstance(value, str) else None
 
 
 def make_bot_token(client_id: int, seed: int) -> str:
@@ -96,6 +112,8 @@ class Sandbox:
         self.options = options or SandboxOptions()
         opts = self.options
         self.world = World(seed=opts.seed, guilds=opts.guilds, members=opts.members)
+        if opts.world_file is not None:
+            saved_world.load(self.world, opts.world_file)
         self.client_id = self.world.application_id
         self.client_secret = self.world.client_secret
         self.bot_token = make_bot_token(self.client_id, opts.seed)
@@ -183,7 +201,11 @@ class Sandbox:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        self.requests.append(RequestRecord(request.method, request.path, dict(request.query), time.time()))
+        self.requests.append(
+            RequestRecord(
+                request.method, request.path, dict(request.query), time.time(), await _grant_type(request)
+            )
+        )
         fault = self._take_fault(request.method, request.path)
         if fault is not None:
             log.info("sandbox.fault method=%s path=%s status=%s", request.method, request.path, fault.status)
@@ -310,6 +332,10 @@ class Sandbox:
         """Current member payloads as the REST API returns them, ordered by user id."""
         return [payloads.member(m) for m in self._guild(guild_id).iter_members()]
 
+    def _save_world(self) -> None:
+        if self.options.world_file is not None:
+            saved_world.save(self.world, self.options.world_file)
+
     def _live(self, guild_id: int) -> bool:
         return guild_id in self.world.bot_guilds and not self.world.guild(guild_id).unavailable
 
@@ -320,6 +346,7 @@ class Sandbox:
         user = User(id=uid, username=username or f"newcomer{uid % 100_000}", bot=bot)
         member = Member(user=user, joined_at=iso_time(int(time.time() * 1000)))
         guild.add(member)
+        self._save_world()
         if self._live(guild_id):
             self.gateway.member_event(guild_id, "GUILD_MEMBER_ADD", payloads.member(member, guild_id))
         return uid
@@ -355,6 +382,7 @@ class Sandbox:
             member_changes["roles"] = tuple(roles or ())
         updated = replace(member, **member_changes)
         guild.replace(updated)
+        self._save_world()
         if self._live(guild_id):
             self.gateway.member_event(guild_id, "GUILD_MEMBER_UPDATE", payloads.member(updated, guild_id))
 
@@ -365,6 +393,7 @@ class Sandbox:
         if member is None:
             raise SandboxError(f"user {user_id} is not a member of guild {guild_id}")
         guild.remove(user_id)
+        self._save_world()
         if self._live(guild_id):
             data = {"guild_id": str(guild_id), "user": payloads.user(member.user)}
             self.gateway.member_event(guild_id, "GUILD_MEMBER_REMOVE", data)
@@ -372,8 +401,11 @@ class Sandbox:
     def add_bot(self, guild_id: int, *, permissions: int = 0) -> None:
         """The bot joins the guild: connected sessions get GUILD_CREATE without `unavailable`."""
         guild = self._guild(guild_id)
-        if self.world.bot_join(guild_id, permissions) and not guild.unavailable:
-            log.info("sandbox.bot_joined guild=%s", guild_id)
+        if not self.world.bot_join(guild_id, permissions):
+            return
+        log.info("sandbox.bot_joined guild=%s", guild_id)
+        self._save_world()
+        if not guild.unavailable:
             self.gateway.guild_create(guild_id, join=True)
 
     def kick_bot(self, guild_id: int) -> None:
@@ -381,6 +413,7 @@ class Sandbox:
         self._guild(guild_id)
         if self.world.bot_leave(guild_id):
             log.info("sandbox.bot_left guild=%s", guild_id)
+            self._save_world()
             self.gateway.guild_delete(guild_id, unavailable=False)
 
     def set_guild_unavailable(self, guild_id: int, unavailable: bool) -> None:

@@ -61,6 +61,9 @@ SCOPE_TEXT = {
     "applications.commands": "Create commands",
 }
 ACCESS_DENIED = "The resource owner or authorization server denied the request"
+# The client credentials grant has no consent page, so nothing that needs one: no bot, no webhook, no join.
+CONSENT_ONLY_SCOPES = {"bot", "webhook.incoming", "guilds.join", "applications.commands"}
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 
 
 @dataclass
@@ -91,10 +94,10 @@ class CodeGrant:
 
 @dataclass
 class TokenGrant:
-    """An access token and its refresh token."""
+    """An access token and its refresh token (none for the client credentials grant)."""
 
     access_token: str
-    refresh_token: str
+    refresh_token: str | None
     scopes: list[str]
     expires_at: float
     revoked: bool = False
@@ -226,6 +229,7 @@ _STYLE = (
     "main{background:#2b2d31;padding:2em;margin-top:4em;border-radius:8px;max-width:30em}"
     "button{padding:.6em 1.4em;margin:.3em;border:0;border-radius:4px}"
     ".authorize{background:#5865f2;color:white}.cancel{background:transparent;color:#dbdee1}"
+    ".error{color:#fa777c}"
 )
 
 
@@ -244,8 +248,8 @@ def error_page(message: str) -> web.Response:
     )
 
 
-def consent_page(sandbox: Sandbox, req: AuthorizeRequest) -> web.Response:
-    """The consent page with the server picker (guilds the user can manage only)."""
+def consent_page(sandbox: Sandbox, req: AuthorizeRequest, *, problem: str | None = None) -> web.Response:
+    """The consent page with the server picker (guilds the user can manage only); `problem` above the form."""
     e = html.escape
     admin = sandbox.world.admin
     hidden = "".join(
@@ -262,7 +266,8 @@ def consent_page(sandbox: Sandbox, req: AuthorizeRequest) -> web.Response:
             for g in guilds
         )
         placeholder = "" if req.guild_hint else '<option value="" disabled selected>Select a server</option>'
-        locked = " disabled" if req.disable_guild_select else ""
+        # A locked picker is sent as the hidden field below; an open one must have a server picked.
+        locked = " disabled" if req.disable_guild_select else " required"
         picker = f'<label>Add to server:<br><select name="guild_id" id="guild_id"{locked}>{placeholder}{options}</select></label>'
         if req.disable_guild_select:
             picker += f'<input type="hidden" name="guild_id" value="{req.guild_hint}">'
@@ -272,8 +277,9 @@ def consent_page(sandbox: Sandbox, req: AuthorizeRequest) -> web.Response:
         f"<h1>{e(sandbox.application_name)}</h1>"
         f"<p>wants to access your account, signed in as <b>{e(admin.global_name or admin.username)}</b></p>"
         f"<p>This will allow the developer of {e(sandbox.application_name)} to:</p><ul>{scopes}</ul>"
-        f'<form method="post" action="/oauth2/authorize">{hidden}{picker}'
-        '<div><button class="cancel" type="submit" name="action" value="cancel">Cancel</button>'
+        + (f'<p class="error" role="alert">{e(problem)}</p>' if problem else "")
+        + f'<form method="post" action="/oauth2/authorize">{hidden}{picker}'
+        '<div><button class="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>'
         '<button class="authorize" type="submit" name="action" value="authorize">Authorize</button></div>'
         "</form>"
     )
@@ -316,6 +322,11 @@ class OAuthHandlers:
         guild_raw = fields.get("guild_id")
         try:
             guild_id = int(guild_raw) if guild_raw else None
+            if action != "cancel" and guild_id is None:
+                # As on Discord: Authorize without a server picked keeps the admin on the page.
+                req = parse_authorize(self.sandbox, fields)
+                if "bot" in req.scopes and req.guild_hint is None:
+                    return consent_page(self.sandbox, req, problem="Choose a server to add the bot to.")
             location = authorize(self.sandbox, fields, guild_id, deny=action == "cancel")
         except (SandboxError, ValueError) as exc:
             return error_page(str(exc))
@@ -354,11 +365,13 @@ class OAuthHandlers:
         """POST /api/v10/oauth2/token."""
         form = await self._form(request)
         grant_type = form.get("grant_type")
-        if grant_type not in ("authorization_code", "refresh_token"):
+        if grant_type not in GRANT_TYPES:
             return _oauth_error("unsupported_grant_type", f"Grant type {grant_type} is not supported")
         if not self._client_ok(request, form):
             log.info("oauth.token_refused reason=invalid_client")
             return _json({"error": "invalid_client"}, 401)
+        if grant_type == "client_credentials":
+            return self._client_credentials(form)
         state = self.sandbox.oauth_state
         if grant_type == "refresh_token":
             old = state.refresh.get(form.get("refresh_token", ""))
@@ -382,17 +395,31 @@ class OAuthHandlers:
         log.info("oauth.exchanged guild=%s", code.guild_id)
         return _json(self._token_body(grant, guild="bot" in code.scopes))
 
-    def _issue(self, scopes: list[str], guild_id: int | None) -> TokenGrant:
+    def _client_credentials(self, form: Mapping[str, str]) -> web.Response:
+        """A token for the application's owner (the sandbox's signed-in user), with no refresh token."""
+        scopes = form.get("scope", "").split()
+        refused = [s for s in scopes if s not in KNOWN_SCOPES or s in CONSENT_ONLY_SCOPES]
+        if not scopes or refused:
+            shown = refused[0] if refused else ""
+            return _oauth_error(
+                "invalid_scope", f'The requested scope is invalid, unknown, or malformed: "{shown}"'
+            )
+        grant = self._issue(scopes, None, refreshable=False)
+        log.info("oauth.client_credentials scopes=%s", " ".join(scopes))
+        return _json(self._token_body(grant, guild=False))
+
+    def _issue(self, scopes: list[str], guild_id: int | None, *, refreshable: bool = True) -> TokenGrant:
         grant = TokenGrant(
             access_token=secrets.token_urlsafe(22),
-            refresh_token=secrets.token_urlsafe(22),
+            refresh_token=secrets.token_urlsafe(22) if refreshable else None,
             scopes=scopes,
             expires_at=time.time() + ACCESS_LIFETIME,
             guild_id=guild_id,
         )
         state = self.sandbox.oauth_state
         state.access[grant.access_token] = grant
-        state.refresh[grant.refresh_token] = grant
+        if grant.refresh_token is not None:
+            state.refresh[grant.refresh_token] = grant
         return grant
 
     def _token_body(self, grant: TokenGrant, *, guild: bool) -> dict[str, Any]:
@@ -400,9 +427,10 @@ class OAuthHandlers:
             "token_type": "Bearer",
             "access_token": grant.access_token,
             "expires_in": ACCESS_LIFETIME,
-            "refresh_token": grant.refresh_token,
             "scope": " ".join(grant.scopes),
         }
+        if grant.refresh_token is not None:
+            body["refresh_token"] = grant.refresh_token
         if guild and grant.guild_id is not None:
             body["guild"] = payloads.guild(self.sandbox.world.guild(grant.guild_id))
         return body

@@ -73,6 +73,8 @@ class Member(NamedTuple):
 
 class SyncPhase(StrEnum):
     PENDING = "pending"
+    # Discord allows one whole-member-list request per guild per 30 s: the sync waits for the window.
+    WAITING = "waiting"
     SYNCING = "syncing"
     SYNCED = "synced"
     FAILED = "failed"
@@ -91,6 +93,8 @@ class SyncState:
     synced_at: datetime | None = None
     error: str | None = None
     updated_at: datetime | None = None
+    # Phase WAITING: when the wait for Discord's member-list window ends.
+    waiting_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,10 @@ def link_event_data(link: Link) -> dict[str, Any]:
 
 def sync_event(previous: str | None, sync: SyncState) -> tuple[EventType, dict[str, Any]] | None:
     """The event a sync state's write announces: only a change of phase to syncing, synced or failed."""
-    if previous == sync.phase.value:
+    # A sync that waited for Discord's window and now asks goes on: it was announced when it started.
+    if previous == sync.phase.value or (
+        previous == SyncPhase.WAITING.value and sync.phase is SyncPhase.SYNCING
+    ):
         return None
     if sync.phase is SyncPhase.SYNCING:
         return EventType.SYNC_STARTED, {"member_count": sync.member_count}

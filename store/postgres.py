@@ -53,7 +53,7 @@ _LINK_COLUMNS = (
     "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
     " active, links.member_count"
 )
-_SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, error, updated_at"
+_SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until"
 _MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot", "roles", "joined_at")
 
 # Each connection's own staging table for a chunk of members, emptied at every commit: COPY fills it, one
@@ -546,10 +546,10 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState) -> None:
         await _add_events(conn, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
     await conn.execute(
         "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
-        " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (guild_id) DO UPDATE SET"
+        " updated_at, waiting_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (guild_id) DO UPDATE SET"
         " phase = excluded.phase, members_stored = excluded.members_stored,"
         " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
-        " error = excluded.error, updated_at = excluded.updated_at",
+        " error = excluded.error, updated_at = excluded.updated_at, waiting_until = excluded.waiting_until",
         sync.guild_id,
         sync.phase.value,
         sync.members_stored,
@@ -557,6 +557,7 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState) -> None:
         sync.synced_at,
         sync.error,
         sync.updated_at or datetime.now(UTC),
+        sync.waiting_until,
     )
 
 
@@ -584,4 +585,5 @@ def _sync_state(guild_id: int, row: Sequence[Any]) -> SyncState:
         synced_at=row[3],
         error=row[4],
         updated_at=row[5],
+        waiting_until=row[6],
     )

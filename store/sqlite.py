@@ -621,10 +621,10 @@ class SqliteStore:
             await _add_events(db, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
         await db.execute(
             "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET"
+            " updated_at, waiting_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET"
             " phase = excluded.phase, members_stored = excluded.members_stored,"
             " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
-            " error = excluded.error, updated_at = excluded.updated_at",
+            " error = excluded.error, updated_at = excluded.updated_at, waiting_until = excluded.waiting_until",
             (
                 sync.guild_id,
                 sync.phase.value,
@@ -633,10 +633,13 @@ class SqliteStore:
                 _time(sync.synced_at) if sync.synced_at else None,
                 sync.error,
                 _time(sync.updated_at or datetime.now(UTC)),
+                _time(sync.waiting_until) if sync.waiting_until else None,
             ),
         )
 
-    _SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, error, updated_at"
+    _SYNC_COLUMNS = (
+        "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until"
+    )
 
     @staticmethod
     def _sync_state(guild_id: int, row: Sequence[Any]) -> SyncState:
@@ -648,6 +651,7 @@ class SqliteStore:
             synced_at=_parse_time(row[3]),
             error=row[4],
             updated_at=_parse_time(row[5]),
+            waiting_until=_parse_time(row[6]),
         )
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None:

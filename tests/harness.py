@@ -49,6 +49,10 @@ def settings_for(
     )
 
 
+# discord.py waits this long after the last GUILD_CREATE before READY; the sandbox sends them all at once.
+GUILD_READY_TIMEOUT = 0.1
+
+
 @contextlib.asynccontextmanager
 async def started(
     settings: Settings, *, ready: bool = True, cooldown: float = 30.0, identify_interval: float = 0.0
@@ -58,7 +62,10 @@ async def started(
     `identify_interval` 0 matches make_sandbox's default; a test about the IDENTIFY rate sets both.
     """
     async with run_guildlink(
-        settings, member_list_cooldown=cooldown, identify_interval=identify_interval
+        settings,
+        member_list_cooldown=cooldown,
+        identify_interval=identify_interval,
+        guild_ready_timeout=GUILD_READY_TIMEOUT,
     ) as running:
         if ready:
             await eventually(lambda: _ready(running), within=15)
@@ -123,7 +130,12 @@ async def browser(
 
 
 def token_requests(sandbox: Sandbox) -> int:
-    return sum(1 for r in sandbox.requests if r.method == "POST" and r.path.endswith("/oauth2/token"))
+    """Requests to exchange a code (or refresh a token): the start-up client credentials check is not one."""
+    return sum(
+        1
+        for r in sandbox.requests
+        if r.method == "POST" and r.path.endswith("/oauth2/token") and r.grant_type != "client_credentials"
+    )
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Secret, SettingsError, masked_database_url, parse_settings
+from config import SETTINGS_TABLE, Secret, SettingsError, masked_database_url, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,3 +166,66 @@ def test_bad_shard_settings_are_named() -> None:
         with pytest.raises(SettingsError) as refused:
             parse_settings(valid_env(**env))
         assert any(named in problem for problem in refused.value.problems), (env, refused.value.problems)
+
+
+def test_a_port_out_of_range_names_the_range_and_the_value() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(valid_env(WEB_PORT="70000"))
+    assert caught.value.problems == ["WEB_PORT must be between 0 and 65535, not 70000."]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOG_LEVEL", "verbose"),
+        ("LOG_FORMAT", "yaml"),
+        ("METRICS", "sometimes"),
+        ("DISCORD_CLIENT_ID", "my-app"),
+        ("DISCORD_BASE_URL", "https://discord.com/api"),
+        ("DISCORD_REDIRECT_URI", "localhost:8080"),
+        ("LINK_RATE_LIMIT", "-1"),
+    ],
+)
+def test_a_bad_value_is_named_in_its_message(name: str, value: str) -> None:
+    env = valid_env(**{name: value})
+    if name == "DISCORD_CLIENT_ID":
+        del env["DISCORD_BOT_TOKEN"]
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(env)
+    assert any(problem.startswith(name) and value in problem for problem in caught.value.problems)
+
+
+def test_a_database_url_that_may_hold_a_password_is_not_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(valid_env(DATABASE_URL="mysql://app:hunter2@db/guildlink"))
+    assert "hunter2" not in str(caught.value) and "'mysql'" in str(caught.value)
+
+
+def test_the_settings_table_lists_exactly_the_variables_parse_settings_reads() -> None:
+    read: set[str] = set()
+
+    class Recording(dict[str, str]):
+        def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+            read.add(key)
+            return super().get(key, default)
+
+    parse_settings(Recording(valid_env(SHARD_COUNT="2", SHARD_IDS="0")))
+    assert read == {info.name for info in SETTINGS_TABLE}
+
+
+def test_every_setting_is_in_the_readme_and_the_env_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / ".env.example").read_text()
+    for info in SETTINGS_TABLE:
+        assert f"`{info.name}`" in readme, info.name
+        assert info.name in example, info.name
+
+
+def test_an_https_redirect_uri_behind_a_trusted_proxy_needs_no_certificate_of_ours() -> None:
+    settings = parse_settings(
+        valid_env(
+            DISCORD_REDIRECT_URI="https://links.example.com/authorize-discord", TRUSTED_PROXIES="127.0.0.1"
+        )
+    )
+    assert settings.serves_https and settings.tls_by_proxy and settings.web_port == 443
+    assert not parse_settings(valid_env()).tls_by_proxy  # https://localhost: a self-signed certificate

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
+import discord
 import pytest
 from aiohttp import web
 
@@ -76,6 +79,8 @@ async def test_while_discord_is_unreachable_the_web_face_explains_and_the_bot_re
         async with b.session.get(running.web_url + "/link", allow_redirects=False) as response:
             assert response.status == 503 and "try again in a minute" in (await response.text()).lower()
         assert any("bot.discord_unreachable" in r.getMessage() for r in caplog.records)
+        # The start-up check of the client secret could not reach Discord either: logged, not an exit.
+        assert any("guildlink.client_credentials_unchecked" in r.getMessage() for r in caplog.records)
 
         sandbox: Sandbox = await make_sandbox(options)  # Discord comes back
         sandbox.options.redirect_uris.append(settings.redirect_uri)
@@ -112,3 +117,61 @@ async def test_a_discord_that_never_answers_is_timed_out_and_retried(
     for writer in accepted:
         writer.close()
     await server.wait_closed()
+
+
+async def test_a_refused_client_secret_is_one_line_naming_it_and_exit_2_before_the_bot_connects(
+    make_sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    env = {"DISCORD_CLIENT_SECRET": "not-the-secret-" + "x" * 17}
+    code = await asyncio.wait_for(serve(settings_for(sandbox, tmp_path, port=free_port(), env=env)), 15)
+    err = capsys.readouterr().err
+    assert code == EXIT_SETTINGS
+    assert err.count("\n") == 1 and "DISCORD_CLIENT_SECRET" in err and "Traceback" not in err
+    assert "not-the-secret" not in err
+    assert not [c for c in sandbox.gateway_commands if c.op == 2]  # no IDENTIFY: the bot never connected
+
+
+async def test_the_client_credentials_are_checked_once_at_start_up(
+    make_sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with started(settings_for(sandbox, tmp_path, port=free_port())):
+        pass
+    grants = [r.grant_type for r in sandbox.requests if r.path.endswith("/oauth2/token")]
+    assert grants == ["client_credentials"]
+    assert any("guildlink.client_credentials_accepted" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_unset_api_token_is_warned_about_once_with_how_to_make_one(
+    make_sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    settings = replace(settings_for(sandbox, tmp_path, port=free_port()), api_token=None)
+    async with started(settings):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    about_token = [m for m in warnings if "API_TOKEN" in m]
+    assert len(about_token) == 1 and "secrets.token_urlsafe(32)" in about_token[0]
+
+
+async def test_the_bot_does_not_warn_about_voice_libraries(
+    make_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # discord.py warns once per process; as if this were the first client.
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with started(settings_for(sandbox, tmp_path, port=free_port())):
+        pass
+    assert not [r for r in caplog.records if r.name.startswith("discord") and r.levelno >= logging.WARNING]
+
+
+async def test_a_bot_shut_down_during_the_start_up_checks_never_logs_in(make_sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with started(settings_for(sandbox, tmp_path, port=free_port()), ready=False) as running:
+        pass  # stopped at once, while the client credentials check and the gateway probe are under way
+    assert running.bot_task.done()
+    # Logging in (GET /users/@me) after close() would open discord.py's HTTP session, and nothing would close it.
+    assert not [r for r in sandbox.requests if r.path.endswith("/users/@me")]

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from config import Settings
-from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError
+from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError, SyncPhase, SyncState
 from web.keys import BOT_STATUS, LINKER, METRICS, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
 from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
 from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
@@ -164,13 +164,21 @@ async def progress(request: web.Request) -> web.Response:
             {"error": "not_found", "message": "Unknown or expired progress link."}, status=404
         )
     sync = await request.app[STORE].get_sync_state(guild_id)
-    return web.json_response(
-        {
-            "state": sync.phase.value if sync else "pending",
-            "members_stored": sync.members_stored if sync else 0,
-            "member_count": sync.member_count if sync else None,
-        }
-    )
+    return web.json_response(progress_json(sync, datetime.now(UTC)))
+
+
+def progress_json(sync: SyncState | None, now: datetime) -> dict[str, object]:
+    """The success page's counts, and the seconds left while the sync waits for Discord's member-list window."""
+    # Seconds rather than a time: the browser's clock may be off; ours decided the wait.
+    waiting_seconds = None
+    if sync is not None and sync.phase is SyncPhase.WAITING and sync.waiting_until is not None:
+        waiting_seconds = max(0.0, round((sync.waiting_until - now).total_seconds(), 1))
+    return {
+        "state": sync.phase.value if sync else "pending",
+        "members_stored": sync.members_stored if sync else 0,
+        "member_count": sync.member_count if sync else None,
+        "waiting_seconds": waiting_seconds,
+    }
 
 
 STATE_MESSAGES = {

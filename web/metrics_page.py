@@ -8,6 +8,7 @@ from collections import Counter
 from aiohttp import web
 
 from metrics import CONTENT_TYPE
+from store import SyncPhase
 from web.keys import BOT_STATUS, METRICS, SETTINGS, STORE
 from web.middleware import json_error
 
@@ -41,8 +42,8 @@ async def _refresh(request: web.Request) -> None:
     states = Counter(
         (g.sync.phase.value if g.sync else "pending") if g.link.active else "removed" for g in guilds
     )
-    for state in ("pending", "syncing", "synced", "failed", "removed"):
-        m.links.labels(state).set(states[state])
+    for state in SyncPhase:
+        m.links.labels(state.value).set(states[state.value])
     m.members.set(sum(g.link.member_count for g in guilds if g.link.active))
     status = request.app[BOT_STATUS].bot_status()
     m.event_queue.set(status.event_queue_depth)

@@ -101,6 +101,15 @@ class DiscordOAuthClient:
             log.error("oauth.token_response_malformed keys=%s", sorted(body))
             raise DiscordUnavailableError("malformed token response") from exc
 
+    async def check_client_credentials(self) -> None:
+        """Ask for a client_credentials token: InvalidClientError if Discord refuses the id or the secret.
+
+        The token itself is dropped unused. One attempt: Discord's reachability is the bot's to wait for.
+        """
+        form = {"grant_type": "client_credentials", "scope": "identify"}
+        auth = aiohttp.BasicAuth(str(self._client_id), self._client_secret.reveal())
+        await self._request("POST", "/oauth2/token", data=form, auth=auth, attempts=1)
+
     async def fetch_user(self, access_token: Secret) -> DiscordUser:
         """The user who authorized, from `GET /users/@me` with their access token."""
         body = await self._request(
@@ -114,10 +123,10 @@ class DiscordOAuthClient:
             log.error("oauth.user_response_malformed keys=%s", sorted(body))
             raise DiscordUnavailableError("malformed user response") from exc
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, *, attempts: int = 2, **kwargs: Any) -> dict[str, Any]:
         url = f"{self._api}{path}"
         headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
-        for attempt in (1, 2):
+        for attempt in range(1, attempts + 1):
             try:
                 async with self._session.request(
                     method, url, headers=headers, timeout=self._timeout, **kwargs
@@ -129,7 +138,7 @@ class DiscordOAuthClient:
                 log.warning(
                     "oauth.request_failed path=%s attempt=%d error=%s", path, attempt, type(exc).__name__
                 )
-                if attempt == 2:
+                if attempt == attempts:
                     raise DiscordUnavailableError(f"{method} {path}: {type(exc).__name__}") from exc
                 continue
             if status < 400 and body is not None:
@@ -139,7 +148,7 @@ class DiscordOAuthClient:
                 "oauth.discord_error path=%s status=%d error=%s attempt=%d", path, status, error, attempt
             )
             if status == 429 or status >= 500 or body is None:
-                if attempt == 1 and retry_after <= MAX_RETRY_WAIT:
+                if attempt < attempts and retry_after <= MAX_RETRY_WAIT:
                     await asyncio.sleep(max(retry_after, 0.25))
                     continue
                 raise DiscordUnavailableError(f"{method} {path}: HTTP {status}")

@@ -83,7 +83,12 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at TIMESTAMPTZ NOT NULL
     );
     """,
-    # N: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
+    # 4: a sync that waits for Discord's one-member-list-per-30-s window says until when (phase 'waiting'),
+    # as SQLite's step 4.
+    """
+    ALTER TABLE sync_states ADD COLUMN waiting_until TIMESTAMPTZ;
+    """,
+    # 5: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
     # changed a member (a full sync's older chunk must not overwrite it). As SQLite's step of the same number.
     """
     ALTER TABLE members ADD COLUMN changed_at TIMESTAMPTZ;

@@ -79,7 +79,12 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at TEXT NOT NULL
     );
     """,
-    # N: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
+    # 4: a sync that waits for Discord's one-member-list-per-30-s window says until when (phase 'waiting'),
+    # so that the success page can count down instead of showing no progress.
+    """
+    ALTER TABLE sync_states ADD COLUMN waiting_until TEXT;
+    """,
+    # 5: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
     # changed a member (a full sync's older chunk must not overwrite it).
     """
     ALTER TABLE members ADD COLUMN changed_at TEXT;

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, expect
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, Route, expect
 
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import free_port, settings_for, started, token_requests
@@ -74,9 +74,13 @@ async def test_add_to_discord_links_the_picked_server_and_shows_its_members_read
         assert link is not None and link.active and link.guild_name == guild.name
         assert link.linked_by_id == sandbox.user_id
 
-        progress = page.locator("#progress")
-        await expect(progress).to_have_text(re.compile(r"^[\d,]+ members read$"), timeout=20_000)
-        shown = int((await progress.inner_text()).split()[0].replace(",", ""))
+        progress = page.locator("#progress-text")
+        done = re.compile(r"^Done: all ([\d,]+) members are read\. From now on the bot keeps them in sync")
+        await expect(progress).to_have_text(done, timeout=20_000)
+        assert (await progress.inner_text()).endswith("You can close this page.")
+        match = done.match(await progress.inner_text())
+        assert match is not None
+        shown = int(match.group(1).replace(",", ""))
         stored = await running.store.count_members(guild.id)
         assert shown == stored and stored > 0
         assert stored == sandbox.guild(guild.id).member_count
@@ -108,3 +112,69 @@ async def test_cancel_on_the_consent_page_lands_on_you_cancelled_and_stores_noth
         assert await running.store.list_links() == []
         assert token_requests(sandbox) == 0
         assert problems == []
+
+
+async def _link_in(page: Page, web_url: str, sandbox: Sandbox, guild_id: int) -> None:
+    await _to_consent_page(page, web_url, sandbox)
+    await page.locator("select#guild_id").select_option(value=str(guild_id))
+    await page.locator("button.authorize").click()
+    await page.wait_for_url(lambda url: url.startswith(web_url + "/authorize-discord?"))
+
+
+async def test_the_success_page_shows_the_total_a_bar_the_time_left_a_countdown_and_the_end(
+    make_sandbox, browser_context: BrowserContext, tmp_path: Path
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=50))
+    guild = sandbox.managed_guilds()[0]
+    async with started(settings_for(sandbox, tmp_path, port=free_port(), https=True)) as running:
+        page = await browser_context.new_page()
+        problems = _watch_console(page)
+        # The page's script reads /progress: here it answers what a long sync would, one state after another.
+        answer: dict[str, object] = {"state": "syncing", "members_stored": 6000, "member_count": 100_001}
+
+        async def progress(route: Route) -> None:
+            await route.fulfill(json={"waiting_seconds": None, **answer})
+
+        await page.route("**/progress/*", progress)
+        await _link_in(page, running.web_url, sandbox, guild.id)
+        text, bar = page.locator("#progress-text"), page.locator("#progress-bar")
+
+        await expect(text).to_have_text("6,000 of 100,001 members read")
+        assert await bar.evaluate("bar => [bar.value, bar.max]") == [6000, 100_001]
+        await page.wait_for_timeout(2500)
+        answer["members_stored"] = 12_000
+        await expect(text).to_have_text(
+            re.compile(r"^12,000 of 100,001 members read · about \d+ (s|min)( \d+ s)? left$")
+        )
+
+        answer.update(state="waiting", members_stored=0, waiting_seconds=23.4)
+        await expect(text).to_have_text(re.compile(r"once every 30 seconds.*: reading starts in 23 s\.$"))
+
+        answer.update(state="synced", members_stored=100_001, waiting_seconds=None)
+        await expect(text).to_have_text(
+            "Done: all 100,001 members are read. From now on the bot keeps them in sync as members join,"
+            " leave or change. You can close this page."
+        )
+        assert await bar.evaluate("bar => bar.value === bar.max")
+        assert problems == []
+
+
+async def test_without_javascript_the_success_page_says_what_happens(
+    make_sandbox, browser_context: BrowserContext, tmp_path: Path
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=50))
+    guild = sandbox.managed_guilds()[0]
+    browser = browser_context.browser
+    assert browser is not None
+    context = await browser.new_context(java_script_enabled=False, ignore_https_errors=True)
+    try:
+        async with started(settings_for(sandbox, tmp_path, port=free_port(), https=True)) as running:
+            page = await context.new_page()
+            await _link_in(page, running.web_url, sandbox, guild.id)
+            await expect(page.locator("h1#linked")).to_be_visible()
+            said = await page.locator("#what-happens").inner_text()
+            assert "reads the server's member list" in said and "keeps it in sync" in said
+            assert "you can close this page" in said
+            await expect(page.locator("#progress")).to_be_hidden()
+    finally:
+        await context.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import discord
 import pytest
 import yarl
 
+from sandbox.__main__ import build_parser
 from tests.sandbox.helpers import make_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +109,31 @@ async def test_cli_serves_a_100k_member_guild_to_discord_py(
             expected = [int(m["user"]["id"]) for m in await resp.json()]
     assert len(expected) == 100_001
     assert sorted(m.id for m in members) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--members", "-5"], "--members: -5 is not between 1"),
+        (["--guilds", "0"], "--guilds: 0 is not between 1"),
+        (["--port", "70000"], "--port: 70000 is not between 0 and 65,535"),
+        (["--members", "many"], "--members: 'many' is not a whole number"),
+    ],
+)
+def test_a_bad_number_exits_2_with_one_line(args: list[str], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and named in done.stderr
+
+
+def test_help_explains_every_option() -> None:
+    undocumented = [action.dest for action in build_parser()._actions if not action.help]
+    assert undocumented == []
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert (
+        done.returncode == 0 and "the world's seed" in done.stdout and "address to listen on" in done.stdout
+    )

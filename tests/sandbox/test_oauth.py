@@ -299,3 +299,54 @@ async def test_tampered_redirect_guild_differs_from_the_token_response(
     # Only the next redirect is tampered with.
     again = redirect_params(sandbox.authorize(consent_query(sandbox), chosen.id))
     assert again["guild_id"] == str(chosen.id)
+
+
+async def test_authorize_without_a_server_chosen_stays_on_the_consent_page(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    form = {**consent_query(sandbox), "guild_id": "", "action": "authorize"}
+    async with http.post(f"{sandbox.base_url}/oauth2/authorize", data=form, allow_redirects=False) as resp:
+        assert resp.status == 200 and "Location" not in resp.headers
+        page = await resp.text()
+    assert "Choose a server to add the bot to." in page
+    # The form is the same one again, its state kept, ready for a server to be picked.
+    assert '<select name="guild_id" id="guild_id" required>' in page
+    assert f'value="{html.escape("st<&>ate")}"' in page
+    assert sandbox.bot_guild_ids() == set()
+
+
+async def test_client_credentials_give_the_owner_a_token_without_a_refresh_token(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    for basic in (False, True):
+        status, body, _ = await exchange(
+            http, sandbox, {"grant_type": "client_credentials", "scope": "identify"}, basic=basic
+        )
+        assert status == 200, body
+        assert set(body) == {"token_type", "access_token", "expires_in", "scope"}
+        assert body["token_type"] == "Bearer" and body["scope"] == "identify"
+        headers = {"Authorization": f"Bearer {body['access_token']}"}
+        async with http.get(f"{sandbox.base_url}/api/v10/users/@me", headers=headers) as resp:
+            assert resp.status == 200 and (await resp.json())["id"] == str(sandbox.user_id)
+    assert sandbox.bot_guild_ids() == set()
+
+
+async def test_client_credentials_with_a_wrong_secret_are_invalid_client(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "identify",
+        "client_id": str(sandbox.client_id),
+        "client_secret": "not-the-secret",
+    }
+    async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data=form) as resp:
+        assert resp.status == 401 and await resp.json() == {"error": "invalid_client"}
+
+
+@pytest.mark.parametrize("scope", ["", "bot", "identify nonsense"])
+async def test_client_credentials_refuse_a_scope_that_needs_consent_or_is_unknown(
+    sandbox: Sandbox, http: aiohttp.ClientSession, scope: str
+) -> None:
+    status, body, _ = await exchange(http, sandbox, {"grant_type": "client_credentials", "scope": scope})
+    assert status == 400 and body["error"] == "invalid_scope"

@@ -332,3 +332,17 @@ async def test_first_links_of_one_guild_for_two_refs_at_once_keep_one_ref(store:
     assert all(isinstance(r, RefConflictError) for r in results if isinstance(r, BaseException))
     link = await store.get_link(1)
     assert link is not None and {link.ref} == saved
+
+
+async def test_a_waiting_sync_keeps_until_when_and_the_next_state_clears_it(store: Store) -> None:
+    until = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    await store.save_link(a_link(1))
+    await store.save_sync_state(SyncState(1, SyncPhase.WAITING, member_count=9, waiting_until=until))
+    waiting = await store.get_sync_state(1)
+    assert waiting is not None and waiting.phase is SyncPhase.WAITING
+    assert waiting.waiting_until == until and waiting.member_count == 9
+    (listed,) = await store.list_linked_guilds()
+    assert listed.sync == waiting
+    await store.save_sync_state(SyncState(1, SyncPhase.SYNCING, member_count=9))
+    syncing = await store.get_sync_state(1)
+    assert syncing is not None and syncing.waiting_until is None

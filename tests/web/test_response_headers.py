@@ -51,3 +51,20 @@ async def test_server_header_names_guildlink_without_versions(make_sandbox, tmp_
     async with world(sandbox, tmp_path, ready=False) as w:
         for headers in await _headers_of_every_kind(w.browser):
             assert headers.getall("Server") == ["guildlink"]
+
+
+async def test_behind_a_tls_terminating_proxy_plain_http_is_served_with_secure_cookies_and_hsts(
+    make_sandbox, tmp_path: Path
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    # The redirect URI is https (the proxy's); the proxy is this machine, and we serve it plain HTTP.
+    settings = settings_for(
+        sandbox, tmp_path, port=free_port(), https=True, env={"TRUSTED_PROXIES": "127.0.0.1"}
+    )
+    async with started(settings, ready=False) as running, browser(sandbox, running) as b:
+        assert running.web_url.startswith("http://")
+        async with b.session.get(running.web_url + "/link", allow_redirects=False) as response:
+            assert response.status == 302
+            assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+            cookie = response.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-") and "Secure" in cookie
