@@ -35,7 +35,8 @@
     const members = field(el, "members_stored");
     if (members) members.textContent = fmt(view.members_stored);
     const error = field(el, "error");
-    if (error) error.textContent = view.error || "—";
+    // Empty shows a dash (CSS), and on a phone hides the row.
+    if (error) error.textContent = view.error;
   }
 
   function say(text) {
