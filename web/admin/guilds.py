@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from printable import printable
 from store import LinkedGuild, SyncPhase
 from web.admin.respond import error_page, page, see_other
 from web.keys import LINKER, SETTINGS, STORE
@@ -155,5 +156,5 @@ async def unlink(request: web.Request) -> web.Response:
     if guild.link.active:
         await request.config_dict[LINKER].guild_unlinked(guild_id)
         client = client_address(request, request.config_dict[SETTINGS].trusted_proxies)
-        log.info("admin.guild_unlinked guild=%d client=%s", guild_id, client)
+        log.info("admin.guild_unlinked guild=%d client=%s", guild_id, printable(client))
     return see_other(f"/admin/?unlinked={guild_id}")

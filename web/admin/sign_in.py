@@ -83,7 +83,7 @@ async def sign_in(request: web.Request) -> web.Response:
     client = client_address(request, settings.trusted_proxies)
     wait = request.app[SIGN_IN_LIMIT].retry_after(client)
     if wait:
-        log.warning("admin.sign_in_rate_limited client=%s", printable(client))
+        log.info("admin.sign_in_rate_limited client=%s", printable(client))
         response = error_page(
             request, 429, "Too many attempts", "Too many sign-ins were tried from here. Please wait a minute."
         )
