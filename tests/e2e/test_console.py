@@ -219,6 +219,12 @@ async def test_every_console_page_fits_a_375_px_phone_without_sideways_scrolling
             await _fits(page, f"{prefix}-1-sign-in", screenshots)
         await _sign_in(page, url)
         await page.wait_for_url(url + "/admin/")
+        # Between a phone and a desk too: no width where the tables outgrow the screen.
+        for width in range(375, 1300, 75):
+            await page.set_viewport_size(ViewportSize(width=width, height=800))
+            for path in ("/admin/", f"/admin/guilds/{longest.id}"):
+                await page.goto(url + path)
+                assert await page.evaluate("document.documentElement.scrollWidth") <= width, (path, width)
         for viewport, prefix in sizes:
             await page.set_viewport_size(viewport)
             await page.goto(url + "/admin/")
