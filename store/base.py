@@ -84,6 +84,14 @@ class Store(Protocol):
 
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]: ...
 
+    async def search_members(
+        self, guild_id: int, text: str, *, after: int = 0, limit: int = 100
+    ) -> Sequence[Member]:
+        """Members whose username, global name or nick contains `text` (ASCII case ignored), by user id.
+
+        `text` matches literally (% and _ are not wildcards); pages like `list_members`, after `after`.
+        """
+
     async def count_members(self, guild_id: int) -> int: ...
 
     # Sync state

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
+from store.like import contains_pattern
 from store.member_changes import member_writes
 from store.migrations.postgres import MIGRATIONS
 from store.models import (
@@ -474,6 +475,22 @@ class PostgresStore:
             " WHERE guild_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
             guild_id,
             after,
+            limit,
+        )
+        return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]
+
+    async def search_members(
+        self, guild_id: int, text: str, *, after: int = 0, limit: int = 100
+    ) -> Sequence[Member]:
+        # ILIKE folds case as the database's locale does (ASCII only under the C locale). The primary key
+        # walks one guild in user-id order and the scan stops at `limit` matches.
+        rows = await self._fetch(
+            "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
+            " WHERE guild_id = $1 AND user_id > $2 AND (username ILIKE $3 ESCAPE '\\'"
+            " OR global_name ILIKE $3 ESCAPE '\\' OR nick ILIKE $3 ESCAPE '\\') ORDER BY user_id LIMIT $4",
+            guild_id,
+            after,
+            contains_pattern(text),
             limit,
         )
         return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]

@@ -16,6 +16,7 @@ from typing import Any
 import aiosqlite
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
+from store.like import contains_pattern
 from store.member_changes import member_writes
 from store.migrations.sqlite import MIGRATIONS
 from store.models import (
@@ -586,6 +587,23 @@ class SqliteStore:
             " WHERE guild_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
             (guild_id, after, limit),
         )
+        return self._members(rows)
+
+    async def search_members(
+        self, guild_id: int, text: str, *, after: int = 0, limit: int = 100
+    ) -> Sequence[Member]:
+        # SQLite's LIKE ignores the case of ASCII letters only. The primary key walks one guild in user-id
+        # order, so a page stops as soon as it holds `limit` matches; no name index could keep that order.
+        rows = await self._fetchall(
+            "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
+            " WHERE guild_id = ?1 AND user_id > ?2 AND (username LIKE ?3 ESCAPE '\\'"
+            " OR global_name LIKE ?3 ESCAPE '\\' OR nick LIKE ?3 ESCAPE '\\') ORDER BY user_id LIMIT ?4",
+            (guild_id, after, contains_pattern(text), limit),
+        )
+        return self._members(rows)
+
+    @staticmethod
+    def _members(rows: Iterable[Sequence[Any]]) -> list[Member]:
         return [
             Member(
                 user_id=row[0],

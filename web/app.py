@@ -12,6 +12,7 @@ from handoff import BotStatusSource, GuildLinker
 from metrics import Metrics
 from store import Store
 from web import api, health, link_flow, metrics_page
+from web.admin.app import mount_console
 from web.api import api_auth_middleware
 from web.keys import (
     BOT_STATUS,
@@ -44,7 +45,7 @@ def create_app(
     rate_limit: ClientRateLimiter | None = None,
     metrics: Metrics | None = None,
 ) -> web.Application:
-    """The web face of guildlink: consent flow, probes and the backend's API."""
+    """The web face of guildlink: consent flow, probes, the backend's API and the operator console."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
@@ -66,6 +67,7 @@ def create_app(
     app.add_routes(metrics_page.routes)
     app.add_routes(api.routes)
     app.router.add_get("/static/{name}", static_file)
+    mount_console(app, settings)
     return app
 
 
