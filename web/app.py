@@ -13,6 +13,7 @@ from metrics import Metrics
 from store import Store
 from web import api, health, link_flow, metrics_page
 from web.api import api_auth_middleware
+from web.feed_pruning import feed_pruning
 from web.keys import (
     BOT_STATUS,
     DATABASE_PROBE,
@@ -59,6 +60,7 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
+    app.cleanup_ctx.append(feed_pruning)
     app.on_response_prepare.append(add_security_headers)
     app.add_routes(link_flow.routes)
     app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")
