@@ -34,6 +34,7 @@ from web.progress import ProgressTokens
 from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
+from web.webhooks import DeliveryPolicy, webhook_delivery
 
 
 def create_app(
@@ -44,8 +45,9 @@ def create_app(
     *,
     rate_limit: ClientRateLimiter | None = None,
     metrics: Metrics | None = None,
+    webhook_policy: DeliveryPolicy | None = None,
 ) -> web.Application:
-    """The web face of guildlink: consent flow, probes and the backend's API."""
+    """The web face of guildlink: consent flow, probes, the backend's API and webhooks."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
@@ -61,6 +63,10 @@ def create_app(
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.cleanup_ctx.append(feed_pruning)
+    if settings.webhook_url:
+        app.cleanup_ctx.append(
+            webhook_delivery(settings, store, app[METRICS], webhook_policy or DeliveryPolicy())
+        )
     app.on_response_prepare.append(add_security_headers)
     app.add_routes(link_flow.routes)
     app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")

@@ -19,21 +19,6 @@ from tests.store.records import a_link, a_member
 from tests.web.serving import AUTH, Served, app_settings, serving
 from tests.web.test_api import check_against_openapi
 
-ENGINES = ("sqlite", "postgres")
-
-
-@pytest.fixture(params=ENGINES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite:///{tmp_path / 'guildlink.db'}"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with open_store(database_url) as opened:
-        yield opened
-
 
 @pytest.fixture
 async def served(database_url: str, store: Store) -> AsyncIterator[Served]:
