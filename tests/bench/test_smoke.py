@@ -21,7 +21,7 @@ def test_every_benchmark_runs_and_reports_a_table(tmp_path: Path) -> None:
     assert finished.returncode == 0, finished.stderr[-3000:]
     text = results.read_text()
     assert "`python -m bench --smoke" in text
-    for title in ("Member sync", "Storage", "Link flows", "Start-up"):
+    for title in ("Member sync", "Storage", "Link flows", "Start-up", "Webhooks"):
         assert f"### {title}" in text, f"no {title} table in:\n{text}"
     # Every table has its header and at least one row of figures.
     for table in text.split("### ")[1:]:
