@@ -74,6 +74,13 @@ def by_guild(events: list[dict[str, Any]]) -> dict[str, list[str]]:
     return order
 
 
+def test_retries_wait_1_s_doubling_to_10_minutes_for_24_hours() -> None:
+    policy = DeliveryPolicy()
+    assert [policy.retry_delay(n) for n in range(1, 13)] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]
+    assert policy.retry_delay(10_000) == 600
+    assert policy.give_up_after == timedelta(hours=24)
+
+
 async def test_every_event_arrives_as_sent_in_order_through_failures_signed_by_the_secret(
     database_url: str, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
