@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -160,6 +161,7 @@ async def main(args: BenchArgs) -> list[Table]:
             "bare wall s",
         ],
     )
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         async with receiver_process() as url, aiohttp.ClientSession() as control:
@@ -198,6 +200,8 @@ async def main(args: BenchArgs) -> list[Table]:
         " 0.5 s; bare: one aiohttp ClientSession POSTing the same bodies one at a time, nothing else",
         "both keep one connection alive; the receiver (aiohttp, its own process) reads each body and answers"
         " 200; CPU is the client process's user+system time (ours includes the SQLite thread)",
+        f"1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on"
+        f" {os.cpu_count()} cores (other programs' load shifts both sides alike: compare the ratio)",
     ]
     return [table]
 

@@ -81,7 +81,9 @@ class WebhookDeliverer:
         self._url = url
         self._secret = secret.reveal().encode()
         self._types = types
-        self._metrics = metrics
+        self._delivered = metrics.webhook_deliveries.labels("delivered")
+        self._failed = metrics.webhook_deliveries.labels("failed")
+        self._gave_up = metrics.webhook_deliveries.labels("gave_up")
         self._policy = policy
         self._position = 0  # every event up to here was delivered or skipped
         self._saved = 0  # ... and up to here the store knows it
@@ -156,14 +158,14 @@ class WebhookDeliverer:
             finally:
                 self.posting = False
             if problem is None:
-                self._metrics.webhook_deliveries.labels("delivered").inc()
+                self._delivered.inc()
                 if failures:
                     # The stored failures and retry time go with this save.
                     self._position = event.id
                     await self._save()
                 return True
             failures += 1
-            self._metrics.webhook_deliveries.labels("failed").inc()
+            self._failed.inc()
             now = datetime.now(UTC)
             if now - event.created_at >= self._policy.give_up_after:
                 log.error(
@@ -174,7 +176,7 @@ class WebhookDeliverer:
                     failures,
                     problem,
                 )
-                self._metrics.webhook_deliveries.labels("gave_up").inc()
+                self._gave_up.inc()
                 self._position = event.id
                 await self._save()
                 return True
