@@ -6,6 +6,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,17 @@ SETTINGS_TABLE: tuple[SettingInfo, ...] = (
     SettingInfo("TRUSTED_PROXIES", None, "reverse proxies' addresses, comma-separated (X-Forwarded-For)"),
     SettingInfo("SHARD_COUNT", None, "shards across every process", "Discord's recommended count"),
     SettingInfo("SHARD_IDS", None, "the shards this process runs, e.g. 0,1,2,3", "all of SHARD_COUNT"),
+    SettingInfo("EVENT_RETENTION_DAYS", "7", "how long the event feed keeps each event, in days"),
+    SettingInfo("WEBHOOK_URL", None, "POST each event, signed, here (with WEBHOOK_SECRET)"),
+    SettingInfo("WEBHOOK_SECRET", None, "the webhooks' HMAC key, 32+ characters"),
+    SettingInfo("WEBHOOK_EVENTS", "*", "which event types are POSTed, e.g. guild.*"),
 )
 SETTING_DEFAULTS = {info.name: info.default for info in SETTINGS_TABLE}
+
+
+MIN_SECRET_LENGTH = 32
+# An event type pattern: dotted lower-case words, `*` standing for any run of characters (guild.*, *.left).
+EVENT_PATTERN = re.compile(r"[a-z_*]+(\.[a-z_*]+)*")
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,14 @@ class Settings:
     shard_count: int | None = None
     # None: every shard of shard_count; else just these (a fleet splits them between processes).
     shard_ids: tuple[int, ...] | None = None
+    # The event feed (GET /api/events, webhooks) keeps each event this long.
+    event_retention_days: int = 7
+    # Webhooks: every event of the feed POSTed to webhook_url, signed with webhook_secret; None: off.
+    # Out of the repr: a URL may carry credentials. Show it with masked_url().
+    webhook_url: str | None = field(default=None, repr=False)
+    webhook_secret: Secret | None = None
+    # Which event types are POSTed (others are skipped): patterns such as guild.* or member.left.
+    webhook_events: tuple[str, ...] = ("*",)
 
     @property
     def api_base_url(self) -> str:
@@ -313,6 +331,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         except ValueError:
             problems.append(f"TRUSTED_PROXIES must be IP addresses separated by commas, not {proxy!r}.")
 
+    event_retention_days = _int_setting(
+        get("EVENT_RETENTION_DAYS"), "EVENT_RETENTION_DAYS", problems, minimum=1, maximum=3650
+    )
+    webhook_url, webhook_secret, webhook_events = _webhook_settings(
+        get("WEBHOOK_URL"), get("WEBHOOK_SECRET"), get("WEBHOOK_EVENTS") or "*", problems
+    )
+
     if problems:
         raise SettingsError(problems)
     return Settings(
@@ -337,7 +362,56 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         link_rate_limit=link_rate_limit,
         metrics=metrics,
         trusted_proxies=trusted_proxies,
+        event_retention_days=event_retention_days,
+        webhook_url=webhook_url,
+        webhook_secret=Secret(webhook_secret) if webhook_secret else None,
+        webhook_events=webhook_events,
     )
+
+
+def _webhook_settings(
+    url: str | None, secret: str | None, raw_events: str, problems: list[str]
+) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """WEBHOOK_URL and WEBHOOK_SECRET (both or neither) and WEBHOOK_EVENTS; messages never quote the URL."""
+    if bool(url) != bool(secret):
+        problems.append("WEBHOOK_URL and WEBHOOK_SECRET go together: set both, or neither.")
+    if url:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # a port that is not a number raises
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(
+                "WEBHOOK_URL must be an absolute http(s) URL, such as https://backend.example.com/guildlink-events."
+            )
+    if secret and len(secret) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"WEBHOOK_SECRET is too short: use at least {MIN_SECRET_LENGTH} random characters"
+            " (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+        )
+    events = tuple(part.strip() for part in raw_events.split(",") if part.strip())
+    bad = [pattern for pattern in events if not EVENT_PATTERN.fullmatch(pattern)]
+    if bad or not events:
+        problems.append(
+            "WEBHOOK_EVENTS must be event types or patterns separated by commas, such as guild.* or"
+            f" guild.*,member.left (* matches any characters), not {raw_events!r}."
+        )
+    return url, secret, events or ("*",)
+
+
+def masked_url(url: str) -> str:
+    """A URL fit for a message or a log: its scheme, host and port only.
+
+    Credentials hide in a URL's user part, its query and, as in Slack's and Discord's webhooks, its path.
+    """
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return f"{url.partition(':')[0]}://***"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}/***"
 
 
 def _shard_settings(

@@ -69,6 +69,12 @@ class Metrics:
             "From a link's commit to its shard's process hearing of it",
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "guildlink_webhook_deliveries",
+            "Webhook events by outcome: delivered, failed (an attempt, retried), gave_up (skipped after 24 h)",
+            ["result"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -51,8 +51,8 @@ def fill(path: Path, guilds: int, members: int) -> None:
                 (guild, members, members, now, now),
             )
             db.executemany(
-                "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,"
-                " last_seen) VALUES (?, ?, 'u', NULL, NULL, NULL, 0, '', NULL, ?)",
+                "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles,"
+                " joined_at, last_seen) VALUES (?, ?, 'u', NULL, NULL, NULL, 0, '', NULL, ?)",
                 ((guild, user, now) for user in range(members)),
             )
 

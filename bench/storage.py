@@ -90,8 +90,8 @@ async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
         for chunk_rows in rows:
             await db.execute("BEGIN IMMEDIATE")
             await db.executemany(
-                "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,"
-                " last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles,"
+                " joined_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 chunk_rows,
             )
             await db.execute("COMMIT")

@@ -19,6 +19,7 @@ from store.models import (
     MemberChangeKind,
     SyncPhase,
     SyncState,
+    WebhookCursor,
 )
 from store.postgres import PostgresStore
 from store.sqlite import SqliteStore
@@ -42,6 +43,7 @@ __all__ = [
     "SyncPhase",
     "SyncState",
     "UnsupportedDatabaseError",
+    "WebhookCursor",
     "is_postgres_url",
     "open_store",
     "sqlite_path",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from store.models import Event, Invite, Link, LinkedGuild, Member, MemberChange, SyncState
+from store.models import Event, Invite, Link, LinkedGuild, Member, MemberChange, SyncState, WebhookCursor
 
 
 class Store(Protocol):
@@ -109,3 +111,19 @@ class Store(Protocol):
 
     async def prune_events(self, before: datetime) -> int:
         """Delete events created before `before`; return how many."""
+
+    # Webhook delivery: one deliverer at a time, its progress kept in the database.
+    def webhook_delivery_lock(self) -> AbstractAsyncContextManager[asyncio.Event]:
+        """Wait until no other holder (in any process) delivers webhooks, then hold the right until exit.
+
+        The event it yields is set if the right is lost meanwhile (PostgreSQL: the lock's connection ended).
+        """
+
+    async def webhook_cursor(self) -> WebhookCursor:
+        """The delivery's progress; a cursor at 0, with no failures, before the first delivery."""
+
+    async def advance_webhook_cursor(self, event_id: int) -> None:
+        """Record every event up to `event_id` as delivered or skipped, clearing failures; never moves back."""
+
+    async def note_webhook_failure(self, retry_at: datetime) -> int:
+        """Count one more failure of the next event, to be tried again at `retry_at`; return the count."""

@@ -154,6 +154,18 @@ class Event:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookCursor:
+    """How far webhook delivery has come: every event up to `delivered_up_to` was delivered or skipped.
+
+    The next one has failed `failures` times in a row and is tried again at `retry_at`.
+    """
+
+    delivered_up_to: int = 0
+    failures: int = 0
+    retry_at: datetime | None = None
+
+
 def link_event_data(link: Link) -> dict[str, Any]:
     return {
         "name": link.guild_name,

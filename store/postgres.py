@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -26,6 +28,7 @@ from store.models import (
     MemberChange,
     SyncPhase,
     SyncState,
+    WebhookCursor,
     link_event_data,
     member_change_data,
     sync_event,
@@ -49,6 +52,12 @@ _INVITES_LOCK = 2
 # Held from the insert of events to the commit: ids then commit in the order they were drawn, so a reader
 # paging by id never passes an id whose event commits after it looked.
 _EVENTS_LOCK = 3
+# A session lock, held on a connection of its own for as long as this process delivers webhooks.
+_WEBHOOK_LOCK = 4
+# How often a process waiting to deliver webhooks tries the lock again, and how often the holder checks
+# that the lock's connection (so the lock) is still there.
+WEBHOOK_LOCK_RETRY = 1.0
+WEBHOOK_LOCK_CHECK = 5.0
 
 _LINK_COLUMNS = (
     "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
@@ -511,6 +520,87 @@ class PostgresStore:
     async def get_sync_state(self, guild_id: int) -> SyncState | None:
         rows = await self._fetch(f"SELECT {_SYNC_COLUMNS} FROM sync_states WHERE guild_id = $1", guild_id)
         return _sync_state(guild_id, rows[0]) if rows else None
+
+    # Webhook delivery
+
+    @asynccontextmanager
+    async def webhook_delivery_lock(self) -> AsyncIterator[asyncio.Event]:
+        conn = await self._take_webhook_lock()
+        lost = asyncio.Event()
+
+        def connection_ended(_: object) -> None:
+            lost.set()
+
+        # The server ends a session's advisory locks with the session: another process may deliver from then on.
+        conn.add_termination_listener(connection_ended)
+        watch = asyncio.create_task(_watch_lock_connection(conn, lost), name="webhook-lock-watch")
+        try:
+            yield lost
+        finally:
+            watch.cancel()
+            await asyncio.wait({watch})
+            # A connection that ended was handed back to the pool by the pool itself: then both do nothing.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.remove_termination_listener(connection_ended)
+            # The pool's reset of a released connection ends its advisory locks (pg_advisory_unlock_all).
+            with unavailable_on_failure():
+                await self._pool.release(conn)
+
+    async def _take_webhook_lock(self) -> asyncpg.Connection:
+        """A pooled connection holding the webhook lock; between tries no connection is kept from the pool."""
+        while True:
+            with unavailable_on_failure():
+                conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT)
+                try:
+                    taken = await conn.fetchval(
+                        "SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, _WEBHOOK_LOCK
+                    )
+                except BaseException:
+                    await self._pool.release(conn)
+                    raise
+                if taken:
+                    return conn
+                await self._pool.release(conn)
+            await asyncio.sleep(WEBHOOK_LOCK_RETRY)
+
+    async def webhook_cursor(self) -> WebhookCursor:
+        rows = await self._fetch(
+            "SELECT delivered_up_to, failures, retry_at FROM webhook_cursor WHERE id = 1"
+        )
+        return WebhookCursor(rows[0][0], rows[0][1], rows[0][2]) if rows else WebhookCursor()
+
+    # Not durable: a crash of the server may undo the last few advances, and those events are delivered
+    # again, which at-least-once allows.
+
+    async def advance_webhook_cursor(self, event_id: int) -> None:
+        async with self._transaction(durable=False) as conn:
+            await conn.execute(
+                "INSERT INTO webhook_cursor (id, delivered_up_to) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET"
+                " delivered_up_to = excluded.delivered_up_to, failures = 0, retry_at = NULL"
+                " WHERE excluded.delivered_up_to > webhook_cursor.delivered_up_to",
+                event_id,
+            )
+
+    async def note_webhook_failure(self, retry_at: datetime) -> int:
+        async with self._transaction(durable=False) as conn:
+            failures = await conn.fetchval(
+                "INSERT INTO webhook_cursor (id, delivered_up_to, failures, retry_at) VALUES (1, 0, 1, $1)"
+                " ON CONFLICT (id) DO UPDATE SET failures = webhook_cursor.failures + 1,"
+                " retry_at = excluded.retry_at RETURNING failures",
+                retry_at,
+            )
+        return int(failures)
+
+
+async def _watch_lock_connection(conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+    """Set `lost` once the connection holding the webhook lock stops answering (the lock may be gone)."""
+    while not lost.is_set():
+        await asyncio.sleep(WEBHOOK_LOCK_CHECK)
+        try:
+            await conn.fetchval("SELECT 1", timeout=WEBHOOK_LOCK_CHECK)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            log.warning("store.webhook_lock_lost engine=postgres error=%s", type(exc).__name__)
+            lost.set()
 
 
 async def _lock_active_link(conn: asyncpg.Connection, guild_id: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from store.models import (
     MemberChange,
     SyncPhase,
     SyncState,
+    WebhookCursor,
     link_event_data,
     member_change_data,
     sync_event,
@@ -37,6 +39,9 @@ from store.models import (
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
+
+# How often a process waiting to deliver webhooks tries the lock again.
+WEBHOOK_LOCK_RETRY = 1.0
 
 
 def _time(value: datetime) -> str:
@@ -677,3 +682,62 @@ class SqliteStore:
             f"SELECT {self._SYNC_COLUMNS} FROM sync_states WHERE guild_id = ?", (guild_id,)
         )
         return self._sync_state(guild_id, rows[0]) if rows else None
+
+    # Webhook delivery
+
+    @asynccontextmanager
+    async def webhook_delivery_lock(self) -> AsyncIterator[asyncio.Event]:
+        # A lock on a file beside the database: one SQLite database has one process, but a second one
+        # started by mistake must not deliver too, and the kernel lets go of the lock when its holder dies.
+        rows = await self._fetchall("PRAGMA database_list")
+        path = next(row[2] for row in rows if row[1] == "main") + "-webhooks.lock"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise StoreUnavailableError(f"the webhook lock file cannot be opened ({exc.strerror})") from exc
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(WEBHOOK_LOCK_RETRY)
+            try:
+                yield asyncio.Event()  # never lost while the process lives
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    async def webhook_cursor(self) -> WebhookCursor:
+        rows = await self._fetchall(
+            "SELECT delivered_up_to, failures, retry_at FROM webhook_cursor WHERE id = 1"
+        )
+        if not rows:
+            return WebhookCursor()
+        return WebhookCursor(rows[0][0], rows[0][1], _parse_time(rows[0][2]))
+
+    # Not fsync'd (a process crash loses no commit in WAL mode): a power cut may undo the last few advances,
+    # and those events are delivered again, which at-least-once allows.
+
+    async def advance_webhook_cursor(self, event_id: int) -> None:
+        async with self._statement(
+            "INSERT INTO webhook_cursor (id, delivered_up_to) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET"
+            " delivered_up_to = excluded.delivered_up_to, failures = 0, retry_at = NULL"
+            " WHERE excluded.delivered_up_to > webhook_cursor.delivered_up_to",
+            (event_id,),
+            durable=False,
+        ):
+            pass
+
+    async def note_webhook_failure(self, retry_at: datetime) -> int:
+        async with self._statement(
+            "INSERT INTO webhook_cursor (id, delivered_up_to, failures, retry_at) VALUES (1, 0, 1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET failures = webhook_cursor.failures + 1, retry_at = excluded.retry_at"
+            " RETURNING failures",
+            (_time(retry_at),),
+            durable=False,
+        ) as cursor:
+            # Every row read, so that the statement (and its autocommit) is finished inside the lock.
+            [row] = await cursor.fetchall()
+        return int(row[0])

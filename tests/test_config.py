@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config import SETTINGS_TABLE, Secret, SettingsError, masked_database_url, parse_settings
+from config import SETTINGS_TABLE, Secret, SettingsError, masked_database_url, masked_url, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -229,3 +229,65 @@ def test_an_https_redirect_uri_behind_a_trusted_proxy_needs_no_certificate_of_ou
     )
     assert settings.serves_https and settings.tls_by_proxy and settings.web_port == 443
     assert not parse_settings(valid_env()).tls_by_proxy  # https://localhost: a self-signed certificate
+
+
+WEBHOOK_SECRET = "w" * 32
+
+
+def test_the_event_feed_and_webhooks_default_to_a_week_and_off() -> None:
+    settings = parse_settings(valid_env())
+    assert settings.event_retention_days == 7
+    assert settings.webhook_url is None and settings.webhook_secret is None
+    assert settings.webhook_events == ("*",)
+
+
+def test_webhook_settings_are_read_and_the_secret_masked() -> None:
+    settings = parse_settings(
+        valid_env(
+            WEBHOOK_URL="https://user:pa55word@backend.example.com/hooks/t0ken?key=k3y",
+            WEBHOOK_SECRET=WEBHOOK_SECRET,
+            WEBHOOK_EVENTS=" guild.* , member.left ",
+            EVENT_RETENTION_DAYS="30",
+        )
+    )
+    assert settings.webhook_url == "https://user:pa55word@backend.example.com/hooks/t0ken?key=k3y"
+    assert settings.webhook_secret is not None and settings.webhook_secret.reveal() == WEBHOOK_SECRET
+    assert settings.webhook_events == ("guild.*", "member.left")
+    assert settings.event_retention_days == 30
+    for value in (WEBHOOK_SECRET, "pa55word", "t0ken", "k3y"):
+        assert value not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"WEBHOOK_URL": "https://backend.example.com/hook"}, "go together"),
+        ({"WEBHOOK_SECRET": WEBHOOK_SECRET}, "go together"),
+        ({"WEBHOOK_URL": "ftp://backend.example.com/hook", "WEBHOOK_SECRET": WEBHOOK_SECRET}, "http(s)"),
+        ({"WEBHOOK_URL": "backend.example.com/hook", "WEBHOOK_SECRET": WEBHOOK_SECRET}, "http(s)"),
+        ({"WEBHOOK_URL": "https://backend:port/hook", "WEBHOOK_SECRET": WEBHOOK_SECRET}, "http(s)"),
+        ({"WEBHOOK_URL": "https://backend.example.com/", "WEBHOOK_SECRET": "short"}, "too short"),
+        ({"WEBHOOK_EVENTS": "guild.*,Member Left"}, "WEBHOOK_EVENTS"),
+        ({"WEBHOOK_EVENTS": ","}, "WEBHOOK_EVENTS"),
+        ({"EVENT_RETENTION_DAYS": "0"}, "EVENT_RETENTION_DAYS"),
+        ({"EVENT_RETENTION_DAYS": "a week"}, "EVENT_RETENTION_DAYS"),
+    ],
+)
+def test_bad_webhook_and_feed_settings_are_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(valid_env(**env))
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://user:pa55word@backend.example.com:8443/hooks/t0ken?key=k3y",
+            "https://backend.example.com:8443/***",
+        ),
+        ("http://[::1]:9000/hook", "http://[::1]:9000/***"),
+    ],
+)
+def test_a_webhook_url_is_shown_without_what_may_be_a_credential(url: str, shown: str) -> None:
+    assert masked_url(url) == shown

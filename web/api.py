@@ -1,4 +1,4 @@
-"""The backend's JSON API: linked guilds, their members, one-time consent links, unlinking."""
+"""The backend's JSON API: linked guilds, their members, one-time consent links, unlinking, the event feed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from store import Invite, LinkedGuild
+from web.feed import event_json, parse_event_types, read_page
 from web.keys import LINKER, SETTINGS, STORE
 from web.middleware import json_error
 from web.params import ParameterError, parse_snowflake, parse_whole_number
@@ -189,6 +190,25 @@ async def unlink_guild(request: web.Request) -> web.Response:
         raise _not_found(guild_id)
     await request.app[LINKER].guild_unlinked(guild_id)
     return web.json_response(guild_json(await _linked_guild_or_404(request, guild_id)))
+
+
+@routes.get("/api/events")
+async def list_events(request: web.Request) -> web.Response:
+    """The feed after a cursor, oldest first; `next_after` is the cursor to ask with next."""
+    raw_limit = request.query.get("limit")
+    limit = 100 if raw_limit is None else parse_whole_number(raw_limit, "limit", low=1, high=1000)
+    raw_after = request.query.get("after")
+    after = 0 if raw_after is None else parse_whole_number(raw_after, "after")
+    raw_types = request.query.get("types")
+    types = None if raw_types is None else parse_event_types(raw_types, "types")
+    page = await read_page(request.app[STORE], after=after, limit=limit, types=types)
+    return web.json_response(
+        {
+            "events": [event_json(event) for event in page.events],
+            "next_after": str(page.next_after),
+            "has_more": page.has_more,
+        }
+    )
 
 
 @routes.get("/api/openapi.json")

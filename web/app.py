@@ -14,6 +14,7 @@ from store import Store
 from web import api, health, link_flow, metrics_page
 from web.admin.app import mount_console
 from web.api import api_auth_middleware
+from web.feed_pruning import feed_pruning
 from web.keys import (
     BOT_STATUS,
     DATABASE_PROBE,
@@ -34,6 +35,7 @@ from web.progress import ProgressTokens
 from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
+from web.webhooks import DeliveryPolicy, webhook_delivery
 
 
 def create_app(
@@ -44,8 +46,9 @@ def create_app(
     *,
     rate_limit: ClientRateLimiter | None = None,
     metrics: Metrics | None = None,
+    webhook_policy: DeliveryPolicy | None = None,
 ) -> web.Application:
-    """The web face of guildlink: consent flow, probes, the backend's API and the operator console."""
+    """The web face of guildlink: consent flow, probes, the backend's API, webhooks and the operator console."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
@@ -60,6 +63,11 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
+    app.cleanup_ctx.append(feed_pruning)
+    if settings.webhook_url:
+        app.cleanup_ctx.append(
+            webhook_delivery(settings, store, app[METRICS], webhook_policy or DeliveryPolicy())
+        )
     app.on_response_prepare.append(add_security_headers)
     app.add_routes(link_flow.routes)
     app.router.add_get(settings.redirect_path, link_flow.authorize_callback, name="authorize_discord")

@@ -28,6 +28,7 @@ def test_every_benchmark_runs_and_reports_a_table(tmp_path: Path) -> None:
         "Start-up",
         "GET /api/guilds",
         "Member-event storm",
+        "Webhooks",
     ):
         assert f"### {title}" in text, f"no {title} table in:\n{text}"
     # Every table has its header and at least one row of figures.

@@ -46,6 +46,10 @@ GUILDLINK_SETTINGS = (
     "DATA_DIR",
     "API_TOKEN",
     "LOG_LEVEL",
+    "EVENT_RETENTION_DAYS",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_EVENTS",
 )
 
 T = TypeVar("T")
@@ -500,8 +504,12 @@ class Processes:
         database: Path,
         log_level: str = "INFO",
         ready_within: float = 60,
+        more_env: Mapping[str, str] | None = None,
     ) -> GuildlinkProcess:
-        """`python main.py` against `sandbox`, serving http://localhost:<port>; returns once /readyz is 200."""
+        """`python main.py` against `sandbox`, serving http://localhost:<port>; returns once /readyz is 200.
+
+        `more_env`: more settings (WEBHOOK_URL, ...), over the ones made here.
+        """
         data_dir = database.parent
         env = {k: v for k, v in os.environ.items() if k not in GUILDLINK_SETTINGS}
         env |= {
@@ -514,6 +522,7 @@ class Processes:
             "DATA_DIR": str(data_dir),
             "API_TOKEN": API_TOKEN,
             "LOG_LEVEL": log_level,
+            **(more_env or {}),
         }
         log_path = self._log_path("guildlink")
         # An --env-file that does not exist: a developer's .env in the checkout must not leak in.

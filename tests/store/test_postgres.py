@@ -198,3 +198,25 @@ def test_guildlinks_own_bugs_are_not_reported_as_an_unavailable_database() -> No
     assert reason(asyncpg.exceptions.UniqueViolationError("duplicate key")) is None
     assert reason(asyncpg.exceptions.PostgresSyntaxError("syntax error")) is None
     assert reason(asyncpg.exceptions.NumericValueOutOfRangeError("out of range")) is None
+
+
+async def test_a_webhook_deliverer_whose_connection_ends_hears_it_lost_the_lock(postgres_url: str) -> None:
+    async with (
+        PostgresStore.open(postgres_url) as first,
+        PostgresStore.open(postgres_url) as second,
+        first.webhook_delivery_lock() as lost,
+    ):
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            # The lock's key is two ints: (classid, objid) with objsubid 2.
+            [holder] = await admin.fetch(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = 4"
+                " AND granted"
+            )
+            await admin.execute("SELECT pg_terminate_backend($1)", holder["pid"])
+        finally:
+            await admin.close()
+        await asyncio.wait_for(lost.wait(), timeout=10)
+        # The server let go of the lock with the session: another process delivers from now on.
+        async with asyncio.timeout(10), second.webhook_delivery_lock() as second_lost:
+            assert not second_lost.is_set()

@@ -1,0 +1,105 @@
+"""The event feed as the backend sees it: each event's JSON, type patterns such as guild.*, and paging."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from config import EVENT_PATTERN
+from store import Event, EventType, Store
+from web.params import ParameterError
+
+# A filtered page reads at most this many events (in chunks) before it answers, perhaps with fewer than
+# `limit`: a filter that matches little must not make one request read the whole feed.
+MAX_SCANNED = 10_000
+SCAN_CHUNK = 1000
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """One event as GET /api/events lists it and a webhook POSTs it (ids as strings)."""
+    return {
+        "id": str(event.id),
+        "type": event.type.value,
+        "created_at": json_time(event.created_at),
+        "guild_id": str(event.guild_id),
+        "data": event.data,
+    }
+
+
+def json_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class EventTypes:
+    """The event types that patterns such as `guild.*` or `member.left` match (`*`: any characters)."""
+
+    types: frozenset[EventType]
+
+    @classmethod
+    def matching(cls, patterns: Iterable[str]) -> EventTypes:
+        return cls(frozenset(kind for pattern in patterns for kind in matched_by(pattern)))
+
+    def __contains__(self, kind: EventType) -> bool:
+        return kind in self.types
+
+    @property
+    def everything(self) -> bool:
+        return self.types == frozenset(EventType)
+
+
+def matched_by(pattern: str) -> set[EventType]:
+    """The event types one pattern matches; empty for a typo such as `gild.*`."""
+    regex = re.compile(re.escape(pattern).replace(r"\*", ".*"))
+    return {kind for kind in EventType if regex.fullmatch(kind.value)}
+
+
+def parse_event_types(raw: str, parameter: str) -> EventTypes:
+    """A query's `types=guild.*,member.left`; ParameterError unless every pattern matches some type."""
+    patterns = [part.strip() for part in raw.split(",") if part.strip()]
+    known = ", ".join(kind.value for kind in EventType)
+    if not patterns or not all(
+        EVENT_PATTERN.fullmatch(pattern) and matched_by(pattern) for pattern in patterns
+    ):
+        raise ParameterError(
+            parameter,
+            f"{parameter} must be event types or patterns separated by commas, such as guild.* or"
+            f" member.left; the types are {known}.",
+        )
+    return EventTypes.matching(patterns)
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """Events after a cursor, the cursor to ask with next (`next_after`), and whether more are stored now."""
+
+    events: list[Event]
+    next_after: int
+    has_more: bool
+
+
+async def read_page(store: Store, *, after: int, limit: int, types: EventTypes | None = None) -> FeedPage:
+    """Up to `limit` events after `after`, oldest first, of `types` only if given."""
+    if types is None or types.everything:
+        rows = await store.list_events(after=after, limit=limit + 1)
+        events = rows[:limit]
+        return FeedPage(events, events[-1].id if events else after, len(rows) > limit)
+    matched: list[Event] = []
+    position = after
+    scanned = 0
+    while scanned < MAX_SCANNED:
+        rows = await store.list_events(after=position, limit=SCAN_CHUNK)
+        for event in rows:
+            if event.type in types:
+                if len(matched) == limit:
+                    return FeedPage(matched, position, True)
+                matched.append(event)
+            # Past events that did not match too: the next page need not read them again.
+            position = event.id
+        scanned += len(rows)
+        if len(rows) < SCAN_CHUNK:
+            return FeedPage(matched, position, False)
+    return FeedPage(matched, position, True)
