@@ -83,7 +83,7 @@ async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
     async with aiosqlite.connect(folder / "floor.db", isolation_level=None) as db:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
-        for script in MIGRATIONS:
+        for script in filter(None, MIGRATIONS):
             for statement in filter(None, (part.strip() for part in script.split(";"))):
                 await db.execute(statement)
         started = time.perf_counter()

@@ -166,11 +166,12 @@ class SqliteStore:
             await self._writer.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
             )
-            async with self._writer.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cursor:
-                row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
+            async with self._writer.execute("SELECT version FROM schema_version") as cursor:
+                applied = {int(row[0]) for row in await cursor.fetchall()}
+        # Each step not recorded yet, not only those above the highest: a number may be kept for a step that
+        # comes later (see MIGRATIONS), and a file may have the steps after it already.
         for version, script in enumerate(MIGRATIONS, start=1):
-            if version <= current:
+            if version in applied or script is None:
                 continue
             async with self._transaction() as db:
                 for statement in filter(None, (part.strip() for part in script.split(";"))):

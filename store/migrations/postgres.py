@@ -83,4 +83,18 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # 4: as SQLite's step 4 (another branch): when a sync that waits for Discord may try again.
+    "ALTER TABLE sync_states ADD COLUMN waiting_until timestamptz",
+    # 5: what the processes of a fleet share, as SQLite's step 5: each guild's whole-member-list cooldown
+    # (Discord counts it per bot, not per process) and each IDENTIFY bucket's last IDENTIFY.
+    """
+    CREATE TABLE member_list_cooldowns (
+        guild_id BIGINT PRIMARY KEY,
+        until TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE identify_buckets (
+        bucket INTEGER PRIMARY KEY,
+        identified_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 )

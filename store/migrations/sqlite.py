@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 # Snowflakes are INTEGER (they fit a signed 64-bit column); times are ISO 8601 text in UTC.
-MIGRATIONS: tuple[str, ...] = (
+# None marks a number kept for a step that is not here yet.
+MIGRATIONS: tuple[str | None, ...] = (
     # 1: links and pending OAuth2 states
     """
     CREATE TABLE links (
@@ -77,6 +78,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE health (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         checked_at TEXT NOT NULL
+    );
+    """,
+    # 4: reserved for another branch (ALTER TABLE sync_states ADD COLUMN waiting_until TEXT); its script
+    # replaces this None when it is merged. Until then there is no step 4: the migrator applies each step
+    # it has not recorded, so a file that got step 5 first still gets step 4 later (they touch different
+    # tables, so their order does not matter).
+    None,
+    # 5: what PostgreSQL's fleet shares in its database, here too, so that both engines keep one schema:
+    # each guild's whole-member-list cooldown and each IDENTIFY bucket's last IDENTIFY.
+    """
+    CREATE TABLE member_list_cooldowns (
+        guild_id INTEGER PRIMARY KEY,
+        until TEXT NOT NULL
+    );
+    CREATE TABLE identify_buckets (
+        bucket INTEGER PRIMARY KEY,
+        identified_at TEXT NOT NULL
     );
     """,
 )

@@ -7,6 +7,8 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import pytest
+
 from store import SqliteStore
 from store.migrations.sqlite import MIGRATIONS
 from tests.store.records import a_link
@@ -24,6 +26,7 @@ async def test_a_database_written_by_schema_2_is_upgraded_in_place(tmp_path: Pat
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
         for version, script in enumerate(MIGRATIONS[:2], start=1):
+            assert script is not None
             db.executescript(script)
             db.execute("INSERT INTO schema_version VALUES (?, '2026-01-01')", (version,))
         db.execute(
@@ -37,3 +40,30 @@ async def test_a_database_written_by_schema_2_is_upgraded_in_place(tmp_path: Pat
         link = await store.get_link(7)
         assert link is not None and link.ref == "r" and link.member_count == 2
         assert [m.user_id for m in await store.list_members(7)] == [1, 2]
+
+
+async def test_step_4_is_kept_for_its_own_branch_and_step_5_does_not_need_it(tmp_path: Path) -> None:
+    assert MIGRATIONS[3] is None
+    async with SqliteStore.open(tmp_path / "db.sqlite"):
+        pass
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
+    assert versions == [1, 2, 3, 5] and "waiting_until" not in columns
+
+
+async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db.sqlite"
+    async with SqliteStore.open(path):
+        pass
+    # The other branch merged: its step 4 fills the kept number, on a file that has step 5 already.
+    step_4 = "ALTER TABLE sync_states ADD COLUMN waiting_until TEXT"
+    monkeypatch.setattr("store.sqlite.MIGRATIONS", (*MIGRATIONS[:3], step_4, *MIGRATIONS[4:]))
+    async with SqliteStore.open(path) as store:
+        await store.save_link(a_link(7))
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
+    assert versions == [1, 2, 3, 4, 5] and "waiting_until" in columns
