@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from store.base import Store
+from store.base import GuildLock, Store
 from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
 from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
 from store.postgres import PostgresStore
 from store.sqlite import SqliteStore
 
 __all__ = [
+    "GuildLock",
     "Invite",
     "InviteUnusableError",
     "Link",
