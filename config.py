@@ -20,6 +20,8 @@ DEFAULT_SCOPES = "identify guilds bot"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Discord's 5 s between IDENTIFYs of a max_concurrency bucket, plus a margin for clocks and the trip there.
+DEFAULT_IDENTIFY_INTERVAL = 5.0 + 0.25
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Settings:
     shard_count: int | None = None
     # None: every shard of shard_count; else just these (a fleet splits them between processes).
     shard_ids: tuple[int, ...] | None = None
+    # Seconds between IDENTIFYs of one bucket across the fleet: Discord's rule; lower only for a
+    # Discord-compatible server with a shorter window (the sandbox's --identify-interval).
+    identify_interval: float = DEFAULT_IDENTIFY_INTERVAL
 
     @property
     def api_base_url(self) -> str:
@@ -220,6 +225,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     metrics = (get("METRICS", "token") or "token").lower()
     if metrics not in ("off", "token", "open"):
         problems.append("METRICS must be off, token (behind API_TOKEN) or open.")
+    identify_interval = _float_setting(
+        get("IDENTIFY_INTERVAL", str(DEFAULT_IDENTIFY_INTERVAL)), "IDENTIFY_INTERVAL", problems, maximum=60.0
+    )
     link_rate_limit = _int_setting(
         get("LINK_RATE_LIMIT", "20"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
     )
@@ -252,6 +260,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         data_dir=Path(get("DATA_DIR", "data") or "data"),
         shard_count=shard_count,
         shard_ids=shard_ids,
+        identify_interval=identify_interval,
         link_rate_limit=link_rate_limit,
         metrics=metrics,
         trusted_proxies=trusted_proxies,
@@ -324,6 +333,18 @@ def masked_database_url(url: str) -> str:
         return url
     netloc = f"{user}{':***' if colon else ''}{at}{hostport}"
     return urlunsplit(parts._replace(netloc=netloc, query="&".join(masked_pairs)))
+
+
+def _float_setting(raw: str | None, name: str, problems: list[str], *, maximum: float) -> float:
+    """A number of seconds from 0 to `maximum`."""
+    try:
+        value = float(raw or "")
+    except ValueError:
+        problems.append(f"{name} must be a number of seconds, not {raw!r}.")
+        return 0.0
+    if not 0 <= value <= maximum:
+        problems.append(f"{name} must be between 0 and {maximum:g} seconds.")
+    return value
 
 
 def _int_setting(

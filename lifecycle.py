@@ -13,7 +13,6 @@ from aiohttp import web
 
 from bot.client import GuildlinkBot
 from bot.discord_internals import discord_endpoint
-from bot.identify import IDENTIFY_INTERVAL
 from bot.member_sync import MEMBER_LIST_COOLDOWN
 from config import Settings
 from metrics import Metrics
@@ -49,9 +48,12 @@ async def run_guildlink(
     settings: Settings,
     *,
     member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
-    identify_interval: float = IDENTIFY_INTERVAL,
+    identify_interval: float | None = None,
 ) -> AsyncIterator[Running]:
-    """Start store, web server and bot; on exit close them in reverse order (bot, web, store)."""
+    """Start store, web server and bot; on exit close them in reverse order (bot, web, store).
+
+    `identify_interval` None: IDENTIFY_INTERVAL's setting.
+    """
     ssl_context = server_ssl_context(settings)
     endpoint = None if settings.uses_default_discord else settings.discord_base_url
     async with open_store(settings.database_url) as store:
@@ -60,7 +62,9 @@ async def run_guildlink(
                 settings,
                 store,
                 member_list_cooldown=member_list_cooldown,
-                identify_interval=identify_interval,
+                identify_interval=settings.identify_interval
+                if identify_interval is None
+                else identify_interval,
                 metrics=Metrics(),
             )
             async with _started_web_and_bot(settings, store, bot, ssl_context) as running:

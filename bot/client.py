@@ -84,7 +84,8 @@ class GuildlinkBot(discord.AutoShardedClient):
         self.store = store
         # One budget per connection for the commands we send on it (op 8 and presence).
         self._budgets: dict[int, GatewayBudget] = {}
-        self.identify_pacer = IdentifyPacer(interval=identify_interval)
+        # Booked in the store: processes of a fleet starting together take turns per bucket.
+        self.identify_pacer = IdentifyPacer(interval=identify_interval, slots=store)
         self._ready_shards: set[int] = set()
         self._unreachable: str | None = None
         self.presence = MergedPresence(self._send_presence)

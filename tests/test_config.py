@@ -166,3 +166,12 @@ def test_bad_shard_settings_are_named() -> None:
         with pytest.raises(SettingsError) as refused:
             parse_settings(valid_env(**env))
         assert any(named in problem for problem in refused.value.problems), (env, refused.value.problems)
+
+
+def test_the_identify_interval_is_discords_unless_set_for_another_server() -> None:
+    assert parse_settings(valid_env()).identify_interval == 5.25
+    assert parse_settings(valid_env(IDENTIFY_INTERVAL="1.25")).identify_interval == 1.25
+    for raw in ("-1", "soon", "120"):
+        with pytest.raises(SettingsError) as refused:
+            parse_settings(valid_env(IDENTIFY_INTERVAL=raw))
+        assert any("IDENTIFY_INTERVAL" in problem for problem in refused.value.problems)
