@@ -16,6 +16,7 @@ import discord
 import pytest
 import yarl
 
+from sandbox.__main__ import options_from, parse_args
 from tests.sandbox.helpers import make_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,22 @@ async def test_cli_serves_a_100k_member_guild_to_discord_py(
             expected = [int(m["user"]["id"]) for m in await resp.json()]
     assert len(expected) == 100_001
     assert sorted(m.id for m in members) == expected
+
+
+def test_discords_session_limits_can_be_set_on_the_command_line() -> None:
+    limits = (
+        "--identify-interval 1 --max-concurrency 2 --max-guilds-per-session 10 --member-list-cooldown 0.5"
+    )
+    options = options_from(parse_args(limits.split()))
+    assert (options.identify_interval, options.max_concurrency, options.max_guilds_per_session) == (
+        1.0,
+        2,
+        10,
+    )
+    assert options.member_list_cooldown == 0.5
+    defaults = options_from(parse_args([]))
+    assert (defaults.identify_interval, defaults.max_concurrency, defaults.max_guilds_per_session) == (
+        5.0,
+        1,
+        2500,
+    )
