@@ -25,7 +25,7 @@ from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
 from config import Settings
-from handoff import BotStatus, ShardStatus
+from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
 from store import Store
 
@@ -44,11 +44,6 @@ def bot_intents() -> discord.Intents:
     intents.guilds = True
     intents.members = True
     return intents
-
-
-def shard_of(guild_id: int, shard_count: int) -> int:
-    """Discord's rule: the shard that carries a guild."""
-    return (guild_id >> 22) % shard_count
 
 
 class GuildlinkBot(discord.AutoShardedClient):
@@ -97,6 +92,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             member_count_of=self._member_count_of,
             leave_guild=self._leave_guild,
             on_change=self.update_presence,
+            owns=self.owns_guild,
         )
         self.member_events = MemberEventWriter(store, is_linked=self.links.__contains__)
         self._install_raw_handlers()
@@ -234,6 +230,10 @@ class GuildlinkBot(discord.AutoShardedClient):
 
     def shard_of(self, guild_id: int) -> int:
         return shard_of(guild_id, self.shard_count or 1)
+
+    def owns_guild(self, guild_id: int) -> bool:
+        """Whether one of this process's shards carries the guild (every guild when it runs every shard)."""
+        return self.settings.shard_ids is None or self.shard_of(guild_id) in self.settings.shard_ids
 
     def _budget(self, shard_id: int) -> GatewayBudget:
         return self._budgets.setdefault(shard_id, GatewayBudget())

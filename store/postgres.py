@@ -14,7 +14,12 @@ from store.errors import InviteUnusableError, RefConflictError, StoreUnavailable
 from store.migrations.postgres import MIGRATIONS
 from store.models import Invite, Link, LinkedGuild, Member, SyncPhase, SyncState
 from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
-from store.postgres_locks import KEEPALIVE_SETTINGS, PostgresGuildLock, PostgresGuildLocks
+from store.postgres_locks import (
+    KEEPALIVE_SETTINGS,
+    LOCKS_APPLICATION_NAME,
+    PostgresGuildLock,
+    PostgresGuildLocks,
+)
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,7 @@ class PostgresStore:
                 dsn,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
-                server_settings=KEEPALIVE_SETTINGS,
+                server_settings={**KEEPALIVE_SETTINGS, "application_name": LOCKS_APPLICATION_NAME},
             )
 
         guild_locks = PostgresGuildLocks(connect)

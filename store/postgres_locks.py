@@ -28,6 +28,9 @@ KEEPALIVE_SETTINGS = {
     "tcp_keepalives_interval": "10",
     "tcp_keepalives_count": "3",
 }
+# How an operator tells the dedicated sessions apart in pg_stat_activity.
+LOCKS_APPLICATION_NAME = "guildlink-guild-locks"
+LISTEN_APPLICATION_NAME = "guildlink-listen"
 
 
 class PostgresGuildLock:

@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from config import Settings
-from handoff import BotStatusSource, GuildLinker
+from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSource
 from metrics import Metrics
 from store import Store
 from web import api, health, link_flow, metrics_page
@@ -16,6 +16,7 @@ from web.api import api_auth_middleware
 from web.keys import (
     BOT_STATUS,
     DATABASE_PROBE,
+    HANDOFF_STATUS,
     LINKER,
     METRICS,
     OAUTH,
@@ -43,6 +44,7 @@ def create_app(
     *,
     rate_limit: ClientRateLimiter | None = None,
     metrics: Metrics | None = None,
+    handoff_status: HandoffStatusSource | None = None,
 ) -> web.Application:
     """The web face of guildlink: consent flow, probes and the backend's API."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
@@ -50,6 +52,7 @@ def create_app(
     app[STORE] = store
     app[LINKER] = linker
     app[BOT_STATUS] = bot_status
+    app[HANDOFF_STATUS] = handoff_status or DirectHandoff()
     app[PAGES] = Pages()
     app[STATES] = StateKeeper(settings.client_secret, store)
     if rate_limit is None and settings.link_rate_limit:
