@@ -109,6 +109,17 @@ class Settings:
         return urlsplit(self.redirect_uri).scheme == "https"
 
     @property
+    def behind_tls_proxy(self) -> bool:
+        """An https redirect URI on a public host with no certificate of ours, behind TRUSTED_PROXIES: the proxy
+        terminates TLS and this process serves plain HTTP (browsers still see https: Secure cookies, HSTS)."""
+        return (
+            self.serves_https
+            and self.tls_cert_file is None
+            and bool(self.trusted_proxies)
+            and urlsplit(self.redirect_uri).hostname not in LOCAL_HOSTS
+        )
+
+    @property
     def public_base_url(self) -> str:
         """Where browsers reach us: the redirect URI's scheme, host and port."""
         parts = urlsplit(self.redirect_uri)
@@ -200,10 +211,19 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
         if path and not Path(path).is_file():
             problems.append(f"{name} names {path}, which is not a readable file.")
-    if redirect.scheme == "https" and not tls_cert and redirect.hostname not in LOCAL_HOSTS:
+    trusted_proxies = frozenset(
+        part.strip() for part in (get("TRUSTED_PROXIES") or "").split(",") if part.strip()
+    )
+    if (
+        redirect.scheme == "https"
+        and not tls_cert
+        and redirect.hostname not in LOCAL_HOSTS
+        and not trusted_proxies
+    ):
         problems.append(
-            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or use an"
-            " http redirect URI behind a TLS-terminating proxy (a self-signed certificate is made for localhost only)."
+            f"DISCORD_REDIRECT_URI is https on {redirect.hostname}: set TLS_CERT_FILE and TLS_KEY_FILE, or, behind"
+            " a TLS-terminating proxy, set TRUSTED_PROXIES to its address (this process then serves plain HTTP"
+            " on WEB_PORT); a self-signed certificate is made for localhost only."
         )
 
     database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
@@ -230,9 +250,6 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     )
     link_rate_limit = _int_setting(
         get("LINK_RATE_LIMIT", "20"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
-    )
-    trusted_proxies = frozenset(
-        part.strip() for part in (get("TRUSTED_PROXIES") or "").split(",") if part.strip()
     )
     for proxy in trusted_proxies:
         try:

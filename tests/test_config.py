@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from config import Secret, SettingsError, masked_database_url, parse_settings
+from web.tls import server_ssl_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,19 @@ def test_https_redirect_elsewhere_than_localhost_needs_a_certificate() -> None:
         parse_settings(valid_env(DISCORD_REDIRECT_URI="https://links.example.com/authorize-discord"))
     settings = parse_settings(valid_env(DISCORD_REDIRECT_URI="http://links.example.com/cb"))
     assert not settings.serves_https and settings.web_port == 80
+
+
+def test_behind_a_tls_terminating_proxy_an_https_redirect_uri_is_served_as_plain_http() -> None:
+    public = "https://links.example.com/authorize-discord"
+    settings = parse_settings(
+        valid_env(DISCORD_REDIRECT_URI=public, TRUSTED_PROXIES="10.0.0.2", WEB_PORT="8080")
+    )
+    assert settings.serves_https and settings.behind_tls_proxy and server_ssl_context(settings) is None
+    assert settings.web_port == 8080 and settings.public_base_url == "https://links.example.com"
+    local = parse_settings(
+        valid_env(DISCORD_REDIRECT_URI="https://localhost:8443/cb", TRUSTED_PROXIES="10.0.0.2")
+    )
+    assert not local.behind_tls_proxy  # localhost keeps its self-signed certificate
 
 
 def test_legacy_discordapp_domain_is_refused() -> None:

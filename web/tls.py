@@ -21,8 +21,8 @@ SELF_SIGNED_VALIDITY = dt.timedelta(days=365)
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """None for an http redirect URI (plain HTTP, e.g. behind a TLS-terminating proxy)."""
-    if not settings.serves_https:
+    """None for plain HTTP: an http redirect URI, or an https one whose TLS a trusted proxy terminates."""
+    if not settings.serves_https or settings.behind_tls_proxy:
         return None
     if settings.tls_cert_file and settings.tls_key_file:
         cert, key = settings.tls_cert_file, settings.tls_key_file
