@@ -22,6 +22,10 @@ DEFAULT_DATA_DIR = "data"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Discord's 5 s between IDENTIFYs of a max_concurrency bucket, plus a margin for clocks and the trip there.
+DEFAULT_IDENTIFY_INTERVAL = 5.0 + 0.25
+
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -80,6 +84,11 @@ SETTINGS_TABLE: tuple[SettingInfo, ...] = (
     SettingInfo("WEBHOOK_URL", None, "POST each event, signed, here (with WEBHOOK_SECRET)"),
     SettingInfo("WEBHOOK_SECRET", None, "the webhooks' HMAC key, 32+ characters"),
     SettingInfo("WEBHOOK_EVENTS", "*", "which event types are POSTed, e.g. guild.*"),
+    SettingInfo(
+        "IDENTIFY_INTERVAL",
+        str(DEFAULT_IDENTIFY_INTERVAL),
+        "seconds between IDENTIFYs of a max_concurrency bucket (lower only for a Discord-compatible server)",
+    ),
 )
 SETTING_DEFAULTS = {info.name: info.default for info in SETTINGS_TABLE}
 
@@ -155,6 +164,9 @@ class Settings:
     webhook_secret: Secret | None = None
     # Which event types are POSTed (others are skipped): patterns such as guild.* or member.left.
     webhook_events: tuple[str, ...] = ("*",)
+    # Seconds between IDENTIFYs of one bucket across the fleet: Discord's rule; lower only for a
+    # Discord-compatible server with a shorter window (the sandbox's --identify-interval).
+    identify_interval: float = DEFAULT_IDENTIFY_INTERVAL
 
     @property
     def api_base_url(self) -> str:
@@ -182,8 +194,14 @@ class Settings:
 
     @property
     def tls_by_proxy(self) -> bool:
-        """An https redirect URI, no certificate of ours, a trusted proxy: it does TLS, we serve plain HTTP."""
-        return self.serves_https and self.tls_cert_file is None and bool(self.trusted_proxies)
+        """An https redirect URI on a public host with no certificate of ours, behind TRUSTED_PROXIES: the proxy
+        terminates TLS and this process serves plain HTTP (browsers still see https: Secure cookies, HSTS)."""
+        return (
+            self.serves_https
+            and self.tls_cert_file is None
+            and bool(self.trusted_proxies)
+            and urlsplit(self.redirect_uri).hostname not in LOCAL_HOSTS
+        )
 
     @property
     def public_base_url(self) -> str:
@@ -319,6 +337,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     metrics = metrics_raw.lower()
     if metrics not in ("off", "token", "open"):
         problems.append(f"METRICS must be off, token (behind API_TOKEN) or open, not {metrics_raw!r}.")
+    identify_interval = _float_setting(get("IDENTIFY_INTERVAL"), "IDENTIFY_INTERVAL", problems, maximum=60.0)
     link_rate_limit = _int_setting(
         get("LINK_RATE_LIMIT"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
     )
@@ -359,6 +378,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         data_dir=Path(get("DATA_DIR") or DEFAULT_DATA_DIR),
         shard_count=shard_count,
         shard_ids=shard_ids,
+        identify_interval=identify_interval,
         link_rate_limit=link_rate_limit,
         metrics=metrics,
         trusted_proxies=trusted_proxies,
@@ -482,6 +502,18 @@ def masked_database_url(url: str) -> str:
         return url
     netloc = f"{user}{':***' if colon else ''}{at}{hostport}"
     return urlunsplit(parts._replace(netloc=netloc, query="&".join(masked_pairs)))
+
+
+def _float_setting(raw: str | None, name: str, problems: list[str], *, maximum: float) -> float:
+    """A number of seconds from 0 to `maximum`."""
+    try:
+        value = float(raw or "")
+    except ValueError:
+        problems.append(f"{name} must be a number of seconds, not {raw!r}.")
+        return 0.0
+    if not 0 <= value <= maximum:
+        problems.append(f"{name} must be between 0 and {maximum:g} seconds.")
+    return value
 
 
 def _int_setting(

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -15,11 +16,12 @@ from aiohttp import web
 from bot import reachability
 from bot.client import GUILD_READY_TIMEOUT, GuildlinkBot
 from bot.discord_internals import discord_endpoint
-from bot.identify import IDENTIFY_INTERVAL
 from bot.member_sync import MEMBER_LIST_COOLDOWN
 from config import Settings
+from fleet_handoff import FleetLinker, Shards
+from handoff import DirectHandoff, GuildLinker, HandoffStatusSource
 from metrics import Metrics
-from store import Store, open_store
+from store import PostgresStore, Store, is_postgres_url, open_store
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
 from web.oauth import USER_AGENT, DiscordOAuthClient, DiscordOAuthError, InvalidClientError
@@ -45,6 +47,44 @@ class Running:
     bot: GuildlinkBot
     bot_task: asyncio.Task[None]
     web_url: str
+    handoff: HandoffStatusSource = field(default_factory=DirectHandoff)
+
+
+@dataclass
+class _Handoff:
+    """The hand-off lifecycle wired in: what the web side calls, its status, and its listening (if any)."""
+
+    linker: GuildLinker
+    status: HandoffStatusSource
+    listening: Callable[[], AbstractAsyncContextManager[object]]
+
+
+def fleet_shards(settings: Settings) -> Shards | None:
+    """This process's shards when other processes run the rest on one PostgreSQL; None when it runs them all."""
+    if settings.shard_ids is None or settings.shard_count is None:
+        return None
+    if set(settings.shard_ids) == set(range(settings.shard_count)):
+        return None
+    if not is_postgres_url(settings.database_url):
+        log.warning(
+            "guildlink.shards_without_fleet shards=%s of %d: on SQLite no other process can hear of links"
+            " to the other shards' guilds; run a fleet on PostgreSQL",
+            ",".join(map(str, settings.shard_ids)),
+            settings.shard_count,
+        )
+        return None
+    return Shards(settings.shard_count, settings.shard_ids)
+
+
+def _handoff(settings: Settings, store: Store, bot: GuildlinkBot) -> _Handoff:
+    """One process: a direct call into the bot. A fleet's process: NOTIFY to the shard's owner, LISTEN for ours."""
+    shards = fleet_shards(settings)
+    if shards is None:
+        return _Handoff(bot.links, DirectHandoff(), contextlib.nullcontext)
+    assert isinstance(store, PostgresStore), "fleet_shards() is None unless DATABASE_URL is PostgreSQL"
+    fleet = FleetLinker(store, store, bot.links, shards, bot.metrics)
+    log.info("guildlink.fleet shards=%s of %d", ",".join(map(str, shards.ids)), shards.count)
+    return _Handoff(fleet, fleet, lambda: fleet.running(settings.database_url))
 
 
 @contextlib.asynccontextmanager
@@ -52,10 +92,13 @@ async def run_guildlink(
     settings: Settings,
     *,
     member_list_cooldown: float = MEMBER_LIST_COOLDOWN,
-    identify_interval: float = IDENTIFY_INTERVAL,
+    identify_interval: float | None = None,
     guild_ready_timeout: float = GUILD_READY_TIMEOUT,
 ) -> AsyncIterator[Running]:
-    """Start store, web server and bot; on exit close them in reverse order (bot, web, store)."""
+    """Start store, web server and bot; on exit close them in reverse order (bot, web, store).
+
+    `identify_interval` None: IDENTIFY_INTERVAL's setting.
+    """
     ssl_context = server_ssl_context(settings)
     if settings.api_token is None:
         log.warning(
@@ -69,19 +112,33 @@ async def run_guildlink(
                 settings,
                 store,
                 member_list_cooldown=member_list_cooldown,
-                identify_interval=identify_interval,
+                identify_interval=settings.identify_interval
+                if identify_interval is None
+                else identify_interval,
                 guild_ready_timeout=guild_ready_timeout,
                 metrics=Metrics(),
             )
-            async with _started_web_and_bot(settings, store, bot, ssl_context) as running:
+            handoff = _handoff(settings, store, bot)
+            async with _started_web_and_bot(settings, store, bot, handoff, ssl_context) as running:
                 yield running
 
 
 @contextlib.asynccontextmanager
 async def _started_web_and_bot(
-    settings: Settings, store: Store, bot: GuildlinkBot, ssl_context: ssl.SSLContext | None
+    settings: Settings,
+    store: Store,
+    bot: GuildlinkBot,
+    handoff: _Handoff,
+    ssl_context: ssl.SSLContext | None,
 ) -> AsyncIterator[Running]:
-    app = create_app(settings, store, linker=bot.links, bot_status=bot, metrics=bot.metrics)
+    app = create_app(
+        settings,
+        store,
+        linker=handoff.linker,
+        bot_status=bot,
+        metrics=bot.metrics,
+        handoff_status=handoff.status,
+    )
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
     await runner.setup()
     try:
@@ -96,7 +153,9 @@ async def _started_web_and_bot(
         async with bot:
             bot_task = asyncio.create_task(_checked_bot(settings, bot), name="discord-bot")
             try:
-                yield Running(settings, store, bot, bot_task, web_url)
+                # Inside the bot's life: no notice reaches a bot that is not started yet or closed already.
+                async with handoff.listening():
+                    yield Running(settings, store, bot, bot_task, web_url, handoff.status)
             finally:
                 await bot.close()
                 await _finish(bot_task)

@@ -12,6 +12,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SYNC_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+# A notice travels in milliseconds; seconds mean a busy database or clocks that disagree.
+NOTIFY_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 @dataclass
@@ -67,6 +69,17 @@ class Metrics:
         self.notify_lag = Histogram(
             "guildlink_notify_lag_seconds",
             "From a link's commit to its shard's process hearing of it",
+            buckets=NOTIFY_LAG_BUCKETS,
+            registry=r,
+        )
+        self.caught_up = Counter(
+            "guildlink_handoff_caught_up",
+            "Links of this process's shards found by a catch-up from the database, not by a notice",
+            registry=r,
+        )
+        self.handoff_listening = Gauge(
+            "guildlink_handoff_listening",
+            "1 while the hand-off's LISTEN connection is up (a fleet's process); 1 in one process",
             registry=r,
         )
         self.webhook_deliveries = Counter(

@@ -11,14 +11,21 @@ import platform
 import resource
 import statistics
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+ENGINES = ("sqlite", "postgres")
+# A PostgreSQL server the benchmarks may create databases on; unset, they start a throwaway one.
+POSTGRES_URL_VARIABLE = "GUILDLINK_BENCH_POSTGRES_URL"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class BenchArgs:
     full: bool = False
     results: Path = RESULTS
     rounds: int = 2
+    # The database engines of the sync and storage benchmarks; both: PostgreSQL against SQLite in one run.
+    engines: tuple[str, ...] = ENGINES
 
 
 @dataclass
@@ -68,8 +77,16 @@ def parse_bench_args(prog: str, argv: Sequence[str] | None = None) -> BenchArgs:
     parser.add_argument(
         "--rounds", type=int, default=BenchArgs.rounds, help="runs of each side of a comparison"
     )
+    parser.add_argument(
+        "--engine",
+        choices=(*ENGINES, "both"),
+        default="both",
+        help="database engine of the sync and storage benchmarks (default both: PostgreSQL against SQLite;"
+        f" PostgreSQL is a throwaway cluster unless {POSTGRES_URL_VARIABLE} names a server)",
+    )
     ns = parser.parse_args(argv)
-    return BenchArgs(smoke=ns.smoke, full=ns.full, results=ns.results, rounds=ns.rounds)
+    engines = ENGINES if ns.engine == "both" else (ns.engine,)
+    return BenchArgs(smoke=ns.smoke, full=ns.full, results=ns.results, rounds=ns.rounds, engines=engines)
 
 
 def run_standalone(main: Callable[[BenchArgs], Coroutine[Any, Any, list[Table]]], module: str) -> None:
@@ -145,3 +162,39 @@ async def run_json_worker(*argv: str, limit_seconds: float = 900) -> dict[str, A
         raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{stderr.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     return result
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL superuser URL: $GUILDLINK_BENCH_POSTGRES_URL, or a throwaway cluster with fsync on."""
+    given = os.environ.get(POSTGRES_URL_VARIABLE)
+    if given:
+        yield given
+        return
+    # The tests' throwaway cluster, durable: SQLite's side of the comparison fsyncs too.
+    from tests.postgres_cluster import ThrowawayCluster
+
+    cluster = ThrowawayCluster.start(durable=True)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server, dropped on exit; yields its URL."""
+    name = f"guildlink_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

@@ -1,8 +1,9 @@
 """A server for bench.link_flows in its own process: guildlink's web app ("ours") or a bare token handler.
 
 `python -m bench.link_server_worker ours|bare PORT DATA_DIR`, configured by the same environment variables as
-`python main.py`. Prints `{"url": ...}` once listening; each `cpu` line on stdin is answered with this process's
-CPU seconds so far; stdin's end or SIGTERM stops it.
+`python main.py` (ours: its DATABASE_URL; with SHARD_COUNT and SHARD_IDS for some of the shards on PostgreSQL,
+the fleet's hand-off, as lifecycle.py wires it, without a bot behind it). Prints `{"url": ...}` once listening;
+each `cpu` line on stdin is answered with this process's CPU seconds so far; stdin's end or SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import aiohttp
 from aiohttp import web
 
 from config import Settings, parse_settings
-from handoff import BotStatus
-from store import Link, open_store
+from fleet_handoff import FleetLinker
+from handoff import BotStatus, GuildLinker, HandoffStatusSource
+from lifecycle import fleet_shards
+from metrics import Metrics
+from store import Link, PostgresStore, open_store
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
 from web.oauth import USER_AGENT
@@ -44,6 +48,12 @@ class NoLinker:
 
     async def guild_abandoned(self, guild_id: int) -> bool:
         return True
+
+    def __contains__(self, guild_id: object) -> bool:
+        return False
+
+    def is_syncing(self, guild_id: int) -> bool:
+        return False
 
 
 class ReadyBot:
@@ -93,10 +103,26 @@ async def serve(mode: str, port: int, data_dir: Path) -> None:
     settings = parse_settings(dict(os.environ))
     async with contextlib.AsyncExitStack() as stack:
         if mode == "ours":
-            store = await stack.enter_async_context(open_store(f"sqlite:///{data_dir / 'guildlink.db'}"))
+            store = await stack.enter_async_context(open_store(settings.database_url))
+            linker: GuildLinker = NoLinker()
+            handoff: HandoffStatusSource | None = None
+            shards = fleet_shards(settings)
+            if shards is not None:
+                # A link for the other process's shard is a NOTIFY, and this one hears the other's.
+                assert isinstance(store, PostgresStore)
+                fleet = FleetLinker(store, store, NoLinker(), shards, Metrics())
+                await stack.enter_async_context(fleet.running(settings.database_url))
+                linker = handoff = fleet
             # Every simulated browser comes from 127.0.0.1: the per-client limit would measure itself.
             unlimited = ClientRateLimiter(burst=10**9, per_minute=10**9)
-            app = create_app(settings, store, linker=NoLinker(), bot_status=ReadyBot(), rate_limit=unlimited)
+            app = create_app(
+                settings,
+                store,
+                linker=linker,
+                bot_status=ReadyBot(),
+                rate_limit=unlimited,
+                handoff_status=handoff,
+            )
         else:
             app = bare_app(settings)
         # The access log class main.py uses, for both: at WARNING neither writes a line.

@@ -1,4 +1,4 @@
-"""One member-sync run in a fresh process: ours (GuildlinkBot into SQLite) or bare discord.py's chunk."""
+"""One member-sync run in a fresh process: ours (GuildlinkBot into SQLite or PostgreSQL) or bare discord.py's chunk."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ async def _endpoint(base_url: str) -> AsyncIterator[None]:
         yield
 
 
-async def ours(sandbox: dict[str, Any], guild_id: int, folder: Path) -> dict[str, Any]:
-    """GuildlinkBot: from the hand-off "guild G is linked" to the last member committed in SQLite."""
+async def ours(sandbox: dict[str, Any], guild_id: int, database_url: str) -> dict[str, Any]:
+    """GuildlinkBot: from the hand-off "guild G is linked" to the last member committed in the database."""
     settings = parse_settings(
         {
             "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
@@ -73,7 +73,7 @@ async def ours(sandbox: dict[str, Any], guild_id: int, folder: Path) -> dict[str
             "DISCORD_BOT_TOKEN": sandbox["bot_token"],
             "DISCORD_BASE_URL": sandbox["base_url"],
             "DISCORD_REDIRECT_URI": sandbox["redirect_uris"][0],
-            "DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
+            "DATABASE_URL": database_url,
         }
     )
     async with open_store(settings.database_url) as store, _endpoint(sandbox["base_url"]):
@@ -103,13 +103,17 @@ def main() -> None:
     parser.add_argument("mode", choices=("ours", "bare"))
     parser.add_argument("--sandbox", required=True, help="the sandbox's first-line JSON")
     parser.add_argument("--guild", type=int, required=True)
+    parser.add_argument(
+        "--database-url", help="ours: the (empty) database; default a SQLite file in a temp dir"
+    )
     args = parser.parse_args()
     sandbox = json.loads(args.sandbox)
     with tempfile.TemporaryDirectory() as folder:
         if args.mode == "bare":
             result = asyncio.run(bare(sandbox, args.guild))
         else:
-            result = asyncio.run(ours(sandbox, args.guild, Path(folder)))
+            database_url = args.database_url or f"sqlite:///{Path(folder) / 'bench.db'}"
+            result = asyncio.run(ours(sandbox, args.guild, database_url))
     result |= {"mode": args.mode, "peak_rss_mb": peak_rss_mb()}
     print(json.dumps(result), flush=True)
 

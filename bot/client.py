@@ -26,7 +26,7 @@ from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
 from config import Settings
-from handoff import BotStatus, ShardStatus
+from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
 from store import Store
 
@@ -55,11 +55,6 @@ def quiet_voice_warnings() -> None:
     # documented switches, read when a client is constructed: hence called before super().__init__.
     discord.VoiceClient.warn_nacl = False
     discord.VoiceClient.warn_dave = False
-
-
-def shard_of(guild_id: int, shard_count: int) -> int:
-    """Discord's rule: the shard that carries a guild."""
-    return (guild_id >> 22) % shard_count
 
 
 class GuildlinkBot(discord.AutoShardedClient):
@@ -98,7 +93,8 @@ class GuildlinkBot(discord.AutoShardedClient):
         self.store = store
         # One budget per connection for the commands we send on it (op 8 and presence).
         self._budgets: dict[int, GatewayBudget] = {}
-        self.identify_pacer = IdentifyPacer(interval=identify_interval)
+        # Booked in the store: processes of a fleet starting together take turns per bucket.
+        self.identify_pacer = IdentifyPacer(interval=identify_interval, slots=store)
         self._ready_shards: set[int] = set()
         self._unreachable: str | None = None
         self.presence = MergedPresence(self._send_presence)
@@ -110,6 +106,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             member_count_of=self._member_count_of,
             leave_guild=self._leave_guild,
             on_change=self.update_presence,
+            owns=self.owns_guild,
         )
         self.member_events = MemberEventWriter(
             store, is_linked=self.links.__contains__, pause_reading=self._pause_gateway_reading
@@ -255,6 +252,10 @@ class GuildlinkBot(discord.AutoShardedClient):
 
     def shard_of(self, guild_id: int) -> int:
         return shard_of(guild_id, self.shard_count or 1)
+
+    def owns_guild(self, guild_id: int) -> bool:
+        """Whether one of this process's shards carries the guild (every guild when it runs every shard)."""
+        return self.settings.shard_ids is None or self.shard_of(guild_id) in self.settings.shard_ids
 
     def _budget(self, shard_id: int) -> GatewayBudget:
         return self._budgets.setdefault(shard_id, GatewayBudget())

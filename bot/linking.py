@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 class LinkedGuilds:
-    """Tracks active links; starts a guild's sync once it is both linked and held by the gateway session.
+    """Tracks the active links of this process's shards; starts a guild's sync once it is both linked and held
+    by the gateway session.
 
     The callback's "guild G is linked" and the gateway's GUILD_CREATE may come in either order.
     """
@@ -25,6 +26,7 @@ class LinkedGuilds:
         member_count_of: Callable[[int], int | None],
         leave_guild: Callable[[int], Awaitable[bool]],
         on_change: Callable[[], None],
+        owns: Callable[[int], bool] = lambda guild_id: True,
     ) -> None:
         self._store = store
         self._sync = member_sync
@@ -32,6 +34,8 @@ class LinkedGuilds:
         self._member_count_of = member_count_of
         self._leave_guild = leave_guild
         self._on_change = on_change
+        # Whether one of this process's shards carries the guild: in a fleet, other processes keep the rest.
+        self._owns = owns
         self._active: set[int] = set()
 
     def __contains__(self, guild_id: object) -> bool:
@@ -40,9 +44,14 @@ class LinkedGuilds:
     def __len__(self) -> int:
         return len(self._active)
 
+    def is_syncing(self, guild_id: int) -> bool:
+        return self._sync.is_syncing(guild_id)
+
     async def load(self) -> None:
-        """Read the active links from the store (at start-up)."""
-        self._active = {link.guild_id for link in await self._store.list_links(active_only=True)}
+        """Read the active links of this process's shards from the store (at start-up)."""
+        links = await self._store.list_links(active_only=True)
+        # Added to, not replaced: a link heard of while the list was read must not be dropped.
+        self._active |= {link.guild_id for link in links if self._owns(link.guild_id)}
         log.info("links.loaded active=%d", len(self._active))
 
     # GuildLinker, called by the web side: none of these waits on the gateway.

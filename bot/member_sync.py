@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from bot.payloads import member_from_payload
 from metrics import Metrics
-from store import Member, Store, SyncPhase, SyncState
+from store import GuildLock, Member, Store, StoreUnavailableError, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,20 @@ RETRY_FIRST_WAIT = 5.0
 RETRY_MAX_WAIT = 300.0
 # Our op 8 nonces start with this, so a chunk of a cancelled request is known as ours and dropped.
 NONCE_PREFIX = "gl-"
+# How often a sync that another process holds the guild's lock for looks again (that process may die).
+LOCKED_RETRY_WAIT = 10.0
 
 
 class LinkGoneError(Exception):
     """The guild's link became inactive while it was being synced: stop, keep nothing."""
+
+
+class SyncedElsewhereError(Exception):
+    """Another process (or store) holds the guild's sync lock: it is syncing the guild now."""
+
+
+class GuildLockLostError(Exception):
+    """The guild's sync lock was lost mid-sync (its database session ended): another process may take over."""
 
 
 class ChunkRequester(Protocol):
@@ -78,6 +88,7 @@ class MemberSync:
         cooldown: float = MEMBER_LIST_COOLDOWN,
         chunk_timeout: float = CHUNK_TIMEOUT,
         retry_first_wait: float = RETRY_FIRST_WAIT,
+        locked_retry_wait: float = LOCKED_RETRY_WAIT,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
@@ -85,9 +96,9 @@ class MemberSync:
         self._cooldown = cooldown
         self._chunk_timeout = chunk_timeout
         self._retry_first_wait = retry_first_wait
+        self._locked_retry_wait = locked_retry_wait
         self._metrics = metrics or Metrics()
         self._requests: dict[str, _ChunkRequest] = {}
-        self._last_request: dict[int, float] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         # Members removed while a sync runs: a later chunk must not bring them back.
         self._removed: dict[int, set[int]] = {}
@@ -147,6 +158,7 @@ class MemberSync:
     async def _run(self, guild_id: int, member_count: int | None) -> None:
         """Sync until it succeeds or the link goes; each failure is recorded, then retried after a wait."""
         wait = self._retry_first_wait
+        scheduled_at = datetime.now(UTC)
         try:
             while True:
                 try:
@@ -159,6 +171,19 @@ class MemberSync:
                     log.info("sync.stopped guild=%d: the link is no longer active", guild_id)
                     self._metrics.syncs.labels("stopped").inc()
                     return
+                except SyncedElsewhereError:
+                    # Not a failure: someone else is at it. Look again later, since that someone may die
+                    # mid-sync (then its lock dies with it); if it finishes, there is nothing left to do.
+                    log.info(
+                        "sync.locked_elsewhere guild=%d: another process is syncing it, next look in %.0fs",
+                        guild_id,
+                        self._locked_retry_wait,
+                    )
+                    await asyncio.sleep(self._locked_retry_wait)
+                    if await self._synced_since(guild_id, scheduled_at):
+                        log.info("sync.done_elsewhere guild=%d", guild_id)
+                        return
+                    continue
                 except Exception as exc:
                     self._metrics.sync_failures.labels(type(exc).__name__).inc()
                     log.warning(
@@ -170,6 +195,13 @@ class MemberSync:
         finally:
             self._running.pop(guild_id, None)
             self._removed.pop(guild_id, None)
+
+    async def _synced_since(self, guild_id: int, since: datetime) -> bool:
+        try:
+            sync = await self._store.get_sync_state(guild_id)
+        except StoreUnavailableError:
+            return False
+        return sync is not None and sync.phase is SyncPhase.SYNCED and (sync.synced_at or since) > since
 
     async def _record_failure(self, guild_id: int, member_count: int | None, exc: Exception) -> None:
         try:
@@ -195,15 +227,28 @@ class MemberSync:
     async def sync(self, guild_id: int, *, member_count: int | None = None) -> int:
         """Read every member of the guild into the store, drop those not seen; return the count.
 
-        Raise LinkGoneError if the guild's link is (or becomes) inactive; nothing is kept then.
+        Raise LinkGoneError if the guild's link is (or becomes) inactive; nothing is kept then. Raise
+        SyncedElsewhereError if another process holds the guild's sync lock.
         """
+        # Held for the whole sync, every chunk's transaction included: two processes never read one guild
+        # at once (each would spend the guild's one whole-list request, and each would drop as "not seen"
+        # what the other one wrote).
+        lock = await self._store.try_lock_guild(guild_id)
+        if lock is None:
+            raise SyncedElsewhereError(guild_id)
+        try:
+            return await self._sync_holding(guild_id, member_count, lock)
+        finally:
+            await lock.release()
+
+    async def _sync_holding(self, guild_id: int, member_count: int | None, lock: GuildLock) -> int:
         started = datetime.now(UTC)
         if not await self._store.save_sync_state(
             SyncState(guild_id, SyncPhase.SYNCING, member_count=member_count, updated_at=started)
         ):
             raise LinkGoneError(guild_id)
         link = await self._store.get_link(guild_id)
-        progress = _Progress(guild_id, link.guild_name if link else "?", member_count)
+        progress = _Progress(guild_id, link.guild_name if link else "?", member_count, lock)
         small = member_count is not None and member_count <= REST_OVERFLOW_MAX_MEMBERS
         if small and self._requester.gateway_wait(guild_id) > GATEWAY_WAIT_BEFORE_REST:
             log.info("sync.via_rest guild=%d: the gateway's command budget is busy", guild_id)
@@ -214,6 +259,7 @@ class MemberSync:
             except (TimeoutError, GatewayRateLimitedError, ConnectionError) as exc:
                 log.warning("sync.gateway_failed guild=%d error=%s: using REST", guild_id, exc)
                 await self._via_rest(guild_id, progress)
+        progress.check_lock()
         removed = await self._store.remove_members_not_seen_since(guild_id, started)
         total = await self._store.count_members(guild_id)
         if not await self._store.save_sync_state(
@@ -236,10 +282,9 @@ class MemberSync:
         return total
 
     async def _wait_for_cooldown(self, guild_id: int, progress: _Progress) -> None:
-        last = self._last_request.get(guild_id)
-        if last is None:
-            return
-        wait = last + self._cooldown - time.monotonic()
+        # In the database: the last request may have come from another process, or from this one before
+        # a restart, and Discord counts them all as the bot's.
+        wait = await self._store.member_list_wait(guild_id)
         if wait <= 0:
             return
         log.info("sync.cooldown guild=%d wait=%.1f", guild_id, wait)
@@ -273,7 +318,7 @@ class MemberSync:
             try:
                 await self._requester.request_whole_list(guild_id, request.nonce)
                 # After the send: the request may have waited for the command budget first.
-                self._last_request[guild_id] = time.monotonic()
+                await self._store.hold_off_member_list(guild_id, self._cooldown)
                 await self._drain(request, progress)
             finally:
                 del self._requests[request.nonce]
@@ -286,7 +331,7 @@ class MemberSync:
                 attempt,
             )
             # Discord's window, not ours, decides when the next request may go.
-            self._last_request[guild_id] = time.monotonic() + request.rate_limited - self._cooldown
+            await self._store.hold_off_member_list(guild_id, request.rate_limited)
         raise GatewayRateLimitedError(request.rate_limited or self._cooldown)
 
     async def _drain(self, request: _ChunkRequest, progress: _Progress) -> None:
@@ -316,6 +361,7 @@ class MemberSync:
 
         A member that a gateway event changed after the chunk arrived keeps the event's (newer) data.
         """
+        progress.check_lock()
         now = datetime.now(UTC)
         state = SyncState(
             guild_id,
@@ -335,11 +381,12 @@ class MemberSync:
 
 @dataclass
 class _Progress:
-    """Counts for the log line 'guild G: 45,000 / 120,000 members', at most every few seconds."""
+    """One sync under way: the lock it holds, and counts for the log line 'guild G: 45,000 / 120,000 members'."""
 
     guild_id: int
     guild_name: str
     expected: int | None
+    lock: GuildLock
     stored: int = 0
     started: float = field(default_factory=time.monotonic)
     last_logged: float = 0.0
@@ -360,6 +407,11 @@ class _Progress:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def check_lock(self) -> None:
+        """Before each write: a sync whose lock is gone stops, as another process may be syncing now."""
+        if not self.lock.held:
+            raise GuildLockLostError(self.guild_id)
 
 
 def _reason(exc: BaseException) -> str:

@@ -80,6 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-members-intent", action="store_true", help="switch the Server Members intent off"
     )
+    defaults = SandboxOptions()
+    parser.add_argument(
+        "--max-guilds-per-session",
+        type=int,
+        default=defaults.max_guilds_per_session,
+        help="guilds a session may hold before IDENTIFY is closed with 4011 (Discord: 2500)",
+    )
+    parser.add_argument(
+        "--identify-interval",
+        type=float,
+        default=defaults.identify_interval,
+        help="seconds between IDENTIFYs of a max_concurrency bucket, else op 9 (Discord: 5)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=defaults.max_concurrency,
+        help="IDENTIFY buckets, as /gateway/bot's session_start_limit reports them",
+    )
+    parser.add_argument(
+        "--member-list-cooldown",
+        type=float,
+        default=defaults.member_list_cooldown,
+        help="seconds between whole-member-list requests for one guild, else RATE_LIMITED (Discord: 30)",
+    )
     parser.add_argument(
         "--log-level",
         type=str.upper,
@@ -95,8 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Start the sandbox, describe it on stdout, serve until SIGINT or SIGTERM."""
+def options_from(args: argparse.Namespace) -> SandboxOptions:
+    """The sandbox's options from the command line."""
     options = SandboxOptions(
         guilds=args.guilds,
         members=args.members,
@@ -106,9 +131,19 @@ async def serve(args: argparse.Namespace) -> None:
         requires_code_grant=not args.no_code_grant,
         members_intent_enabled=not args.no_members_intent,
         world_file=args.world_file,
+        max_guilds_per_session=args.max_guilds_per_session,
+        identify_interval=args.identify_interval,
+        max_concurrency=args.max_concurrency,
+        member_list_cooldown=args.member_list_cooldown,
     )
     if args.redirect_uris:
         options.redirect_uris = list(args.redirect_uris)
+    return options
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the sandbox, describe it on stdout, serve until SIGINT or SIGTERM."""
+    options = options_from(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

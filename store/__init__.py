@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from store.base import Store
+from store.base import GuildLock, Store
 from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
 from store.models import (
     Event,
@@ -27,6 +27,7 @@ from store.sqlite import SqliteStore
 __all__ = [
     "Event",
     "EventType",
+    "GuildLock",
     "Invite",
     "InviteUnusableError",
     "Link",

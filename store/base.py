@@ -11,6 +11,17 @@ from typing import Protocol
 from store.models import Event, Invite, Link, LinkedGuild, Member, MemberChange, SyncState, WebhookCursor
 
 
+class GuildLock(Protocol):
+    """One guild's sync lock, held by one holder at a time across every process on the database."""
+
+    @property
+    def held(self) -> bool:
+        """False once released, or lost with the database session that held it."""
+
+    async def release(self) -> None:
+        """Let the next holder take it; never raises (a lost lock is released already)."""
+
+
 class Store(Protocol):
     """Links, invites, members and sync states; every write is its own transaction.
 
@@ -104,6 +115,27 @@ class Store(Protocol):
         """
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None: ...
+
+    # What the processes of a fleet share: one guild's sync at a time, Discord's per-bot limits, and the
+    # links each process must pick up. Times are the database's clock, so that machines need not agree.
+    async def try_lock_guild(self, guild_id: int) -> GuildLock | None:
+        """Take the guild's sync lock, or None if anyone else (another process, or store) holds it.
+
+        The lock dies with its holder: a process that ends, or loses its database session, loses it.
+        """
+
+    async def member_list_wait(self, guild_id: int) -> float:
+        """Seconds until the guild's next whole-member-list request may go (0: now), whoever sent the last."""
+
+    async def hold_off_member_list(self, guild_id: int, seconds: float) -> None:
+        """No whole-member-list request for the guild for `seconds` from now, from any process."""
+
+    async def reserve_identify(self, bucket: int, interval: float) -> float:
+        """Book the bucket's next IDENTIFY, `interval` after the one booked last; return the seconds to wait for it."""
+
+    async def list_unfinished_links(self, shard_count: int, shard_ids: Sequence[int]) -> list[Link]:
+        """Active links of guilds on `shard_ids` (of `shard_count`) whose sync is not finished: pending,
+        syncing, failed or waiting, or without a sync state."""
 
     # The event feed (written with each change, by the methods above)
     async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,6 +34,12 @@ from store.models import (
     sync_event,
 )
 from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
+from store.postgres_locks import (
+    KEEPALIVE_SETTINGS,
+    LOCKS_APPLICATION_NAME,
+    PostgresGuildLock,
+    PostgresGuildLocks,
+)
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,10 @@ ACQUIRE_TIMEOUT = 30.0
 _LOCK_CLASS = 0x676C6E6B  # "glnk"
 _MIGRATION_LOCK = 1
 _INVITES_LOCK = 2
+# IDENTIFY buckets: (this, bucket).
+_IDENTIFY_CLASS = 0x676C6964  # "glid"
+# Sync phases that are not finished: the catch-up's business.
+UNFINISHED_PHASES = ("pending", "syncing", "failed", "waiting")
 # Held from the insert of events to the commit: ids then commit in the order they were drawn, so a reader
 # paging by id never passes an id whose event commits after it looked.
 _EVENTS_LOCK = 3
@@ -125,8 +135,9 @@ def _rowcount(status: str) -> int:
 class PostgresStore:
     """The store on one PostgreSQL database, shared by any number of guildlink processes."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, guild_locks: PostgresGuildLocks) -> None:
         self._pool = pool
+        self._guild_locks = guild_locks
         self._write_failures = WriteFailureMemory()
 
     @classmethod
@@ -144,12 +155,23 @@ class PostgresStore:
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
             )
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                dsn,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings={**KEEPALIVE_SETTINGS, "application_name": LOCKS_APPLICATION_NAME},
+            )
+
+        guild_locks = PostgresGuildLocks(connect)
         try:
-            store = cls(pool)
+            store = cls(pool, guild_locks)
             await store._migrate()
             await store.check_writable()
             yield store
         finally:
+            await guild_locks.close()
             await pool.close()
 
     @asynccontextmanager
@@ -220,6 +242,15 @@ class PostgresStore:
                 # A read is safe to repeat on a new connection.
                 await self._replace_connections()
                 return await self._pool.fetch(sql, *args, timeout=COMMAND_TIMEOUT)
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        """One statement on its own (autocommit); repeated on a new connection if the first was lost before it ran."""
+        with unavailable_on_failure():
+            try:
+                await self._pool.execute(sql, *args, timeout=COMMAND_TIMEOUT)
+            except LOST_CONNECTION:
+                await self._replace_connections()
+                await self._pool.execute(sql, *args, timeout=COMMAND_TIMEOUT)
 
     async def _replace_connections(self) -> None:
         """Have every pooled connection replaced at its next use: one lost usually means a restart ended all."""
@@ -590,6 +621,63 @@ class PostgresStore:
                 retry_at,
             )
         return int(failures)
+
+    # What the processes of a fleet share. Every time is the server's clock_timestamp(): machines whose
+    # clocks disagree still agree on the database's.
+
+    async def try_lock_guild(self, guild_id: int) -> PostgresGuildLock | None:
+        return await self._guild_locks.try_lock(guild_id)
+
+    async def member_list_wait(self, guild_id: int) -> float:
+        rows = await self._fetch(
+            "SELECT EXTRACT(EPOCH FROM until - clock_timestamp()) FROM member_list_cooldowns WHERE guild_id = $1",
+            guild_id,
+        )
+        return max(0.0, float(rows[0][0])) if rows else 0.0
+
+    async def hold_off_member_list(self, guild_id: int, seconds: float) -> None:
+        # Not durable: a crash that undoes it costs at worst one RATE_LIMITED answer, which the sync handles.
+        async with self._transaction(durable=False) as conn:
+            await conn.execute(
+                "INSERT INTO member_list_cooldowns (guild_id, until) VALUES ($1, clock_timestamp() + $2::interval)"
+                " ON CONFLICT (guild_id) DO UPDATE SET until = excluded.until",
+                guild_id,
+                timedelta(seconds=seconds),
+            )
+
+    async def reserve_identify(self, bucket: int, interval: float) -> float:
+        async with self._transaction() as conn:
+            # The bucket's processes queue here, each reading the slot the one before it booked; a row lock
+            # would not do for the very first booking, when there is no row yet.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _IDENTIFY_CLASS, bucket)
+            last, now = await conn.fetchrow(
+                "SELECT (SELECT identified_at FROM identify_buckets WHERE bucket = $1), clock_timestamp()",
+                bucket,
+            )
+            slot = now if last is None else max(now, last + timedelta(seconds=interval))
+            await conn.execute(
+                "INSERT INTO identify_buckets (bucket, identified_at) VALUES ($1, $2)"
+                " ON CONFLICT (bucket) DO UPDATE SET identified_at = excluded.identified_at",
+                bucket,
+                slot,
+            )
+        return float((slot - now).total_seconds())
+
+    async def list_unfinished_links(self, shard_count: int, shard_ids: Sequence[int]) -> list[Link]:
+        rows = await self._fetch(
+            f"SELECT {_LINK_COLUMNS} FROM links LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id"
+            " WHERE links.active AND (links.guild_id >> 22) % $1 = ANY($2::bigint[])"
+            " AND (sync_states.phase IS NULL OR sync_states.phase = ANY($3::text[]))"
+            " ORDER BY linked_at, links.guild_id",
+            shard_count,
+            list(shard_ids),
+            list(UNFINISHED_PHASES),
+        )
+        return [_link(row) for row in rows]
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """NOTIFY `channel` with `payload`: every session LISTENing on it, in any process, hears it once."""
+        await self._execute("SELECT pg_notify($1, $2)", channel, payload)
 
 
 async def _watch_lock_connection(conn: asyncpg.Connection, lost: asyncio.Event) -> None:

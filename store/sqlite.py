@@ -10,7 +10,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,13 @@ from store.models import (
     member_change_data,
     sync_event,
 )
+from store.sqlite_locks import FileGuildLocks, SqliteGuildLock
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
+
+# As PostgreSQL's engine: the sync phases the catch-up picks up.
+UNFINISHED_PHASES = ("pending", "syncing", "failed", "waiting")
 
 # How often a process waiting to deliver webhooks tries the lock again.
 WEBHOOK_LOCK_RETRY = 1.0
@@ -151,9 +155,12 @@ async def _add_events(
 class SqliteStore:
     """The store on one SQLite file; writes are serialized, reads use their own connection."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, guild_locks: FileGuildLocks
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        self._guild_locks = guild_locks
         # aiosqlite shares one connection between coroutines, so transactions would interleave:
         # one lock around BEGIN IMMEDIATE ... COMMIT keeps each write whole.
         self._write_lock = asyncio.Lock()
@@ -183,10 +190,13 @@ class SqliteStore:
             try:
                 with _unavailable_on_failure():
                     await reader.execute("PRAGMA busy_timeout=5000")
-                store = cls(writer, reader)
-                await store._migrate()
-                await store.check_writable()
-                yield store
+                store = cls(writer, reader, FileGuildLocks.of_file(path))
+                try:
+                    await store._migrate()
+                    await store.check_writable()
+                    yield store
+                finally:
+                    store._guild_locks.release_all_of(store)
             finally:
                 await reader.close()
         finally:
@@ -241,11 +251,12 @@ class SqliteStore:
             await self._writer.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
             )
-            async with self._writer.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cursor:
-                row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
+            async with self._writer.execute("SELECT version FROM schema_version") as cursor:
+                applied = {int(row[0]) for row in await cursor.fetchall()}
+        # Each step not recorded yet, not only those above the highest: a number may be kept for a step that
+        # comes later (see MIGRATIONS), and a file may have the steps after it already.
         for version, script in enumerate(MIGRATIONS, start=1):
-            if version <= current:
+            if version in applied or script is None:
                 continue
             async with self._transaction() as db:
                 for statement in filter(None, (part.strip() for part in script.split(";"))):
@@ -741,3 +752,54 @@ class SqliteStore:
             # Every row read, so that the statement (and its autocommit) is finished inside the lock.
             [row] = await cursor.fetchall()
         return int(row[0])
+
+    # What a fleet shares on PostgreSQL, here for the one process a SQLite file serves (and any other
+    # store it opens on the file): the same answers, from this machine's clock.
+
+    async def try_lock_guild(self, guild_id: int) -> SqliteGuildLock | None:
+        return self._guild_locks.try_lock(guild_id, owner=self)
+
+    async def member_list_wait(self, guild_id: int) -> float:
+        rows = await self._fetchall("SELECT until FROM member_list_cooldowns WHERE guild_id = ?", (guild_id,))
+        if not rows:
+            return 0.0
+        return max(0.0, (datetime.fromisoformat(rows[0][0]) - datetime.now(UTC)).total_seconds())
+
+    async def hold_off_member_list(self, guild_id: int, seconds: float) -> None:
+        until = _time(datetime.now(UTC) + timedelta(seconds=seconds))
+        async with self._statement(
+            "INSERT INTO member_list_cooldowns (guild_id, until) VALUES (?, ?)"
+            " ON CONFLICT (guild_id) DO UPDATE SET until = excluded.until",
+            (guild_id, until),
+            durable=False,
+        ):
+            pass
+
+    async def reserve_identify(self, bucket: int, interval: float) -> float:
+        # BEGIN IMMEDIATE takes the file's write lock: bookings take turns, as under PostgreSQL's bucket lock.
+        async with self._transaction() as db:
+            async with db.execute(
+                "SELECT identified_at FROM identify_buckets WHERE bucket = ?", (bucket,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            now = datetime.now(UTC)
+            slot = (
+                now if row is None else max(now, datetime.fromisoformat(row[0]) + timedelta(seconds=interval))
+            )
+            await db.execute(
+                "INSERT INTO identify_buckets (bucket, identified_at) VALUES (?, ?)"
+                " ON CONFLICT (bucket) DO UPDATE SET identified_at = excluded.identified_at",
+                (bucket, _time(slot)),
+            )
+        return (slot - now).total_seconds()
+
+    async def list_unfinished_links(self, shard_count: int, shard_ids: Sequence[int]) -> list[Link]:
+        rows = await self._fetchall(
+            f"SELECT {self._LINK_COLUMNS} FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id"
+            " WHERE links.active = 1 AND (links.guild_id >> 22) % ? IN (SELECT value FROM json_each(?))"
+            " AND (sync_states.phase IS NULL OR sync_states.phase IN (SELECT value FROM json_each(?)))"
+            " ORDER BY linked_at, links.guild_id",
+            (shard_count, json.dumps(list(shard_ids)), json.dumps(UNFINISHED_PHASES)),
+        )
+        return [self._link(row) for row in rows]

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -17,6 +18,7 @@ from sandbox import Sandbox, SandboxOptions
 from tests.postgres_cluster import PostgresMissingError, ThrowawayCluster
 
 DISCORD_IDENTIFY_INTERVAL = SandboxOptions().identify_interval
+ENGINES = ("sqlite", "postgres")
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
@@ -98,3 +100,20 @@ async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A DATABASE_URL for a new, empty database of each engine: a file in tmp_path, or a PostgreSQL database.
+
+    A test that asks for it runs once per engine (the store's conformance suite, and what rests on it).
+    """
+    if engine == "postgres":
+        # Asked for only here, so that the SQLite half needs no PostgreSQL.
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'db.sqlite'}"

@@ -70,8 +70,11 @@ class ThrowawayCluster:
             )
 
     @classmethod
-    def start(cls) -> ThrowawayCluster:
-        """initdb and start a new cluster on a free loopback port."""
+    def start(cls, *, durable: bool = False) -> ThrowawayCluster:
+        """initdb and start a new cluster on a free loopback port.
+
+        `durable`: PostgreSQL's own defaults (fsync on), as a benchmark against SQLite's fsyncs must have.
+        """
         bin_dir = find_bin_dir()
         # Not under pytest's basetemp: its folders are private to root, and the server runs as postgres.
         folder = Path(tempfile.mkdtemp(prefix="guildlink-postgres-"))
@@ -83,11 +86,10 @@ class ThrowawayCluster:
                 "initdb", "-D", str(cluster.data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                 "--locale=C", "--no-sync",
             )  # fmt: skip
-            # Durability settings off: the cluster is thrown away, and fsyncs would only slow the suite.
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {cluster.port} -c unix_socket_directories={folder}"
-                " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-            )
+            options = f"-c listen_addresses=127.0.0.1 -p {cluster.port} -c unix_socket_directories={folder}"
+            if not durable:
+                # Durability settings off: the cluster is thrown away, and fsyncs would only slow the suite.
+                options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
             log = str(folder / "server.log")
             cluster._run(
                 "pg_ctl", "-D", str(cluster.data_dir), "-l", log, "-o", options, "-w", "-t", "60", "start"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from config import SETTINGS_TABLE, Secret, SettingsError, masked_database_url, masked_url, parse_settings
+from web.tls import server_ssl_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,19 @@ def test_https_redirect_elsewhere_than_localhost_needs_a_certificate() -> None:
         parse_settings(valid_env(DISCORD_REDIRECT_URI="https://links.example.com/authorize-discord"))
     settings = parse_settings(valid_env(DISCORD_REDIRECT_URI="http://links.example.com/cb"))
     assert not settings.serves_https and settings.web_port == 80
+
+
+def test_behind_a_tls_terminating_proxy_an_https_redirect_uri_is_served_as_plain_http() -> None:
+    public = "https://links.example.com/authorize-discord"
+    settings = parse_settings(
+        valid_env(DISCORD_REDIRECT_URI=public, TRUSTED_PROXIES="10.0.0.2", WEB_PORT="8080")
+    )
+    assert settings.serves_https and settings.tls_by_proxy and server_ssl_context(settings) is None
+    assert settings.web_port == 8080 and settings.public_base_url == "https://links.example.com"
+    local = parse_settings(
+        valid_env(DISCORD_REDIRECT_URI="https://localhost:8443/cb", TRUSTED_PROXIES="10.0.0.2")
+    )
+    assert not local.tls_by_proxy  # localhost keeps its self-signed certificate
 
 
 def test_legacy_discordapp_domain_is_refused() -> None:
@@ -291,3 +305,12 @@ def test_bad_webhook_and_feed_settings_are_named(env: dict[str, str], named: str
 )
 def test_a_webhook_url_is_shown_without_what_may_be_a_credential(url: str, shown: str) -> None:
     assert masked_url(url) == shown
+
+
+def test_the_identify_interval_is_discords_unless_set_for_another_server() -> None:
+    assert parse_settings(valid_env()).identify_interval == 5.25
+    assert parse_settings(valid_env(IDENTIFY_INTERVAL="1.25")).identify_interval == 1.25
+    for raw in ("-1", "soon", "120"):
+        with pytest.raises(SettingsError) as refused:
+            parse_settings(valid_env(IDENTIFY_INTERVAL=raw))
+        assert any("IDENTIFY_INTERVAL" in problem for problem in refused.value.problems)

@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from config import Settings
-from handoff import BotStatusSource, GuildLinker
+from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSource
 from metrics import Metrics
 from store import Store
 from web import api, health, link_flow, metrics_page
@@ -18,6 +18,7 @@ from web.feed_pruning import feed_pruning
 from web.keys import (
     BOT_STATUS,
     DATABASE_PROBE,
+    HANDOFF_STATUS,
     LINKER,
     METRICS,
     OAUTH,
@@ -47,6 +48,7 @@ def create_app(
     rate_limit: ClientRateLimiter | None = None,
     metrics: Metrics | None = None,
     webhook_policy: DeliveryPolicy | None = None,
+    handoff_status: HandoffStatusSource | None = None,
 ) -> web.Application:
     """The web face of guildlink: consent flow, probes, the backend's API, webhooks and the operator console."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
@@ -54,6 +56,7 @@ def create_app(
     app[STORE] = store
     app[LINKER] = linker
     app[BOT_STATUS] = bot_status
+    app[HANDOFF_STATUS] = handoff_status or DirectHandoff()
     app[PAGES] = Pages()
     app[STATES] = StateKeeper(settings.client_secret, store)
     if rate_limit is None and settings.link_rate_limit:

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from web.keys import BOT_STATUS, DATABASE_PROBE
+from web.keys import BOT_STATUS, DATABASE_PROBE, HANDOFF_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """200 only when the gateway session is ready and the database takes writes; else 503 with the reasons."""
+    """200 only when the gateway session is ready, the database takes writes and (in a fleet) links can reach
+    this process; else 503 with the reasons."""
     reasons: list[str] = []
     status = request.app[BOT_STATUS].bot_status()
     if not status.ready:
@@ -32,6 +33,12 @@ async def readyz(request: web.Request) -> web.Response:
     if problem:
         log.warning("readyz.database_problem reason=%s", problem)
         reasons.append(problem)
+    handoff = request.app[HANDOFF_STATUS].handoff_status()
+    if not handoff.listening:
+        reasons.append(
+            "not listening for links of this process's shards (PostgreSQL LISTEN is reconnecting;"
+            " they are caught up once it is back)"
+        )
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
@@ -41,5 +48,12 @@ async def readyz(request: web.Request) -> web.Response:
             for s in status.shards
         ],
         "database": problem or "ok",
+        "handoff": {
+            "mode": handoff.mode,
+            "listening": handoff.listening,
+            "last_notify_lag_ms": handoff.last_notify_lag_ms,
+            "notices_heard": handoff.notices_heard,
+            "caught_up": handoff.caught_up,
+        },
     }
     return web.json_response(body, status=503 if reasons else 200)

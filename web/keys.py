@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from config import Settings
-from handoff import BotStatusSource, GuildLinker
+from handoff import BotStatusSource, GuildLinker, HandoffStatusSource
 from metrics import Metrics
 from store import Store
 from web.oauth import DiscordOAuthClient
@@ -19,6 +19,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 LINKER = web.AppKey("linker", GuildLinker)
 BOT_STATUS = web.AppKey("bot_status", BotStatusSource)
+HANDOFF_STATUS = web.AppKey("handoff_status", HandoffStatusSource)
 PAGES = web.AppKey("pages", Pages)
 OAUTH = web.AppKey("oauth", DiscordOAuthClient)
 STATES = web.AppKey("states", StateKeeper)

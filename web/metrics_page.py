@@ -9,7 +9,7 @@ from aiohttp import web
 
 from metrics import CONTENT_TYPE
 from store import SyncPhase
-from web.keys import BOT_STATUS, METRICS, SETTINGS, STORE
+from web.keys import BOT_STATUS, HANDOFF_STATUS, METRICS, SETTINGS, STORE
 from web.middleware import json_error
 
 routes = web.RouteTableDef()
@@ -47,6 +47,7 @@ async def _refresh(request: web.Request) -> None:
     m.members.set(sum(g.link.member_count for g in guilds if g.link.active))
     status = request.app[BOT_STATUS].bot_status()
     m.event_queue.set(status.event_queue_depth)
+    m.handoff_listening.set(1 if request.app[HANDOFF_STATUS].handoff_status().listening else 0)
     for shard in status.shards:
         m.shard_ready.labels(str(shard.shard_id)).set(1 if shard.state == "ready" else 0)
         if shard.latency_ms is not None:

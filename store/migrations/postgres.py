@@ -85,11 +85,21 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: a sync that waits for Discord's one-member-list-per-30-s window says until when (phase 'waiting'),
     # as SQLite's step 4.
+    "ALTER TABLE sync_states ADD COLUMN waiting_until timestamptz",
+    # 5: what the processes of a fleet share, as SQLite's step 5: each guild's whole-member-list cooldown
+    # (Discord counts it per bot, not per process) and each IDENTIFY bucket's last IDENTIFY.
     """
-    ALTER TABLE sync_states ADD COLUMN waiting_until TIMESTAMPTZ;
+    CREATE TABLE member_list_cooldowns (
+        guild_id BIGINT PRIMARY KEY,
+        until TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE identify_buckets (
+        bucket INTEGER PRIMARY KEY,
+        identified_at TIMESTAMPTZ NOT NULL
+    );
     """,
-    # 5: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
-    # changed a member (a full sync's older chunk must not overwrite it). As SQLite's step of the same number.
+    # 6: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
+    # changed a member (a full sync's older chunk must not overwrite it). As SQLite's step 6.
     """
     ALTER TABLE members ADD COLUMN changed_at TIMESTAMPTZ;
     CREATE TABLE events (

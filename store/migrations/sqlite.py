@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 # Snowflakes are INTEGER (they fit a signed 64-bit column); times are ISO 8601 text in UTC.
-MIGRATIONS: tuple[str, ...] = (
+# None marks a number kept for a step that is not here yet.
+MIGRATIONS: tuple[str | None, ...] = (
     # 1: links and pending OAuth2 states
     """
     CREATE TABLE links (
@@ -84,7 +85,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sync_states ADD COLUMN waiting_until TEXT;
     """,
-    # 5: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
+    # 5: what PostgreSQL's fleet shares in its database, here too, so that both engines keep one schema:
+    # each guild's whole-member-list cooldown and each IDENTIFY bucket's last IDENTIFY.
+    """
+    CREATE TABLE member_list_cooldowns (
+        guild_id INTEGER PRIMARY KEY,
+        until TEXT NOT NULL
+    );
+    CREATE TABLE identify_buckets (
+        bucket INTEGER PRIMARY KEY,
+        identified_at TEXT NOT NULL
+    );
+    """,
+    # 6: the event feed (a transactional outbox), the webhook's delivery cursor, and when a gateway event last
     # changed a member (a full sync's older chunk must not overwrite it).
     """
     ALTER TABLE members ADD COLUMN changed_at TEXT;

@@ -2,7 +2,7 @@
 from outside.
 
 Nothing here imports guildlink's own modules: these tests see it as an operator does, through its command
-line, its HTTP face and its SQLite file.
+line, its HTTP face and its database (the SQLite file, or PostgreSQL through asyncpg).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -50,6 +51,12 @@ GUILDLINK_SETTINGS = (
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "WEBHOOK_EVENTS",
+    "SHARD_COUNT",
+    "SHARD_IDS",
+    "IDENTIFY_INTERVAL",
+    "METRICS",
+    "LINK_RATE_LIMIT",
+    "TRUSTED_PROXIES",
 )
 
 T = TypeVar("T")
@@ -211,6 +218,12 @@ class GuildlinkProcess:
             raise
         except AssertionError as exc:
             raise ProcessFailedError(f"{exc}\n{_tail(self.log_path)}") from None
+
+    async def readyz(self) -> dict[str, Any]:
+        """GET /readyz's JSON, whatever its status."""
+        async with self.http.get(f"{self.web_url}/readyz") as response:
+            body: dict[str, Any] = await response.json()
+            return body
 
     def kill(self) -> None:
         """kill -9: no shutdown code runs."""
@@ -390,6 +403,38 @@ class Database:
             return result
 
 
+class PostgresDatabase:
+    """guildlink's PostgreSQL database, read with asyncpg: the same answers as `Database` gives for SQLite."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(self.url)
+        try:
+            return list(await connection.fetch(sql, *args))
+        finally:
+            await connection.close()
+
+    async def links(self) -> dict[int, bool]:
+        return {int(g): bool(a) for g, a in await self._fetch("SELECT guild_id, active FROM links")}
+
+    async def sync_state(self, guild_id: int) -> SyncRow | None:
+        rows = await self._fetch(
+            "SELECT phase, members_stored, member_count, synced_at FROM sync_states WHERE guild_id = $1",
+            guild_id,
+        )
+        if not rows:
+            return None
+        phase, stored, count, synced_at = rows[0]
+        return SyncRow(str(phase), int(stored), int(count) if count is not None else None, synced_at)
+
+    async def members(self, guild_id: int) -> MemberRows:
+        rows = await self._fetch("SELECT user_id, username, nick FROM members WHERE guild_id = $1", guild_id)
+        by_id = {int(u): StoredMember(str(name), nick) for u, name, nick in rows}
+        return MemberRows(len(rows), len(by_id), by_id)
+
+
 @dataclass(frozen=True)
 class MemberComparison:
     """Stored members against the sandbox's: what is missing, left over, doubled or different."""
@@ -465,13 +510,20 @@ class Processes:
         return popen
 
     async def start_sandbox(
-        self, *, guilds: int, members: int, redirect_uris: Iterable[str], log_level: str = "INFO"
+        self,
+        *,
+        guilds: int,
+        members: int,
+        redirect_uris: Iterable[str],
+        log_level: str = "INFO",
+        options: Iterable[str] = (),
     ) -> SandboxProcess:
-        """`python -m sandbox` on a free port; returns once it has printed its JSON first line."""
+        """`python -m sandbox` on a free port (`options`: more of its command line); returns once it has
+        printed its JSON first line."""
         out = self._log_path("sandbox-stdout")
         log_path = self._log_path("sandbox")
         args = ["-m", "sandbox", "--guilds", str(guilds), "--members", str(members), "--port", "0"]
-        args += ["--log-level", log_level]
+        args += ["--log-level", log_level, *options]
         for uri in redirect_uris:
             args += ["--redirect-uri", uri]
         popen = self._spawn(args, log_path, graceful=True, stdout=out)
@@ -501,16 +553,22 @@ class Processes:
         sandbox: SandboxProcess,
         *,
         port: int,
-        database: Path,
+        database: Path | None = None,
+        database_url: str | None = None,
         log_level: str = "INFO",
         ready_within: float = 60,
         more_env: Mapping[str, str] | None = None,
     ) -> GuildlinkProcess:
         """`python main.py` against `sandbox`, serving http://localhost:<port>; returns once /readyz is 200.
 
-        `more_env`: more settings (WEBHOOK_URL, ...), over the ones made here.
+        `more_env`: more settings (WEBHOOK_URL, ...), over the ones made here. Its database: the SQLite file
+        `database`, or `database_url`.
         """
-        data_dir = database.parent
+        if database is not None:
+            data_dir, database_url = database.parent, f"sqlite:///{database}"
+        else:
+            assert database_url is not None, "a SQLite file or a database URL"
+            data_dir = self.directory / f"data-{port}"
         env = {k: v for k, v in os.environ.items() if k not in GUILDLINK_SETTINGS}
         env |= {
             "DISCORD_CLIENT_ID": sandbox.client_id,
@@ -518,7 +576,7 @@ class Processes:
             "DISCORD_BOT_TOKEN": sandbox.bot_token,
             "DISCORD_BASE_URL": sandbox.base_url,
             "DISCORD_REDIRECT_URI": redirect_uri(port),
-            "DATABASE_URL": f"sqlite:///{database}",
+            "DATABASE_URL": database_url,
             "DATA_DIR": str(data_dir),
             "API_TOKEN": API_TOKEN,
             "LOG_LEVEL": log_level,

@@ -17,7 +17,7 @@ import discord
 import pytest
 import yarl
 
-from sandbox.__main__ import build_parser
+from sandbox.__main__ import build_parser, options_from, parse_args
 from tests.sandbox.helpers import make_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,4 +136,23 @@ def test_help_explains_every_option() -> None:
     )
     assert (
         done.returncode == 0 and "the world's seed" in done.stdout and "address to listen on" in done.stdout
+    )
+
+
+def test_discords_session_limits_can_be_set_on_the_command_line() -> None:
+    limits = (
+        "--identify-interval 1 --max-concurrency 2 --max-guilds-per-session 10 --member-list-cooldown 0.5"
+    )
+    options = options_from(parse_args(limits.split()))
+    assert (options.identify_interval, options.max_concurrency, options.max_guilds_per_session) == (
+        1.0,
+        2,
+        10,
+    )
+    assert options.member_list_cooldown == 0.5
+    defaults = options_from(parse_args([]))
+    assert (defaults.identify_interval, defaults.max_concurrency, defaults.max_guilds_per_session) == (
+        5.0,
+        1,
+        2500,
     )

@@ -12,7 +12,7 @@ from store import PostgresStore, StoreUnavailableError, open_store
 from store.migrations.postgres import MIGRATIONS
 from store.postgres import _MEMBER_COLUMNS, _MERGE_CHUNK, _STAGING
 from store.postgres_errors import reason
-from tests.harness import free_port
+from tests.harness import eventually, free_port
 from tests.store.records import a_link, a_member
 
 
@@ -220,3 +220,35 @@ async def test_a_webhook_deliverer_whose_connection_ends_hears_it_lost_the_lock(
         # The server let go of the lock with the session: another process delivers from now on.
         async with asyncio.timeout(10), second.webhook_delivery_lock() as second_lost:
             assert not second_lost.is_set()
+
+
+async def test_a_guild_lock_is_lost_with_its_session_and_taken_by_the_next_process(postgres_url: str) -> None:
+    async with open_store(postgres_url) as holder, open_store(postgres_url) as other:
+        lock = await holder.try_lock_guild(7)
+        assert lock is not None and await other.try_lock_guild(7) is None
+        await _end_sessions(postgres_url)  # the holder's lock session among them, as a restart would
+
+        async def lost() -> bool:
+            return not lock.held
+
+        await eventually(lost, within=5)
+        taken = await other.try_lock_guild(7)
+        assert taken is not None and taken.held
+        # The holder reconnects for its next lock, and finds this one taken.
+        assert await holder.try_lock_guild(7) is None
+        assert await holder.try_lock_guild(8) is not None
+
+
+async def test_migration_4_adds_the_waiting_until_column_as_sqlites_step_4_does(postgres_url: str) -> None:
+    assert MIGRATIONS[3] == "ALTER TABLE sync_states ADD COLUMN waiting_until timestamptz"
+    async with open_store(postgres_url):
+        pass
+    db = await asyncpg.connect(postgres_url)
+    try:
+        kind = await db.fetchval(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'sync_states' AND column_name = 'waiting_until'"
+        )
+    finally:
+        await db.close()
+    assert kind == "timestamp with time zone"

@@ -7,6 +7,8 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import pytest
+
 from store import SqliteStore
 from store.migrations.sqlite import MIGRATIONS
 from tests.store.records import a_link
@@ -24,6 +26,7 @@ async def test_a_database_written_by_schema_2_is_upgraded_in_place(tmp_path: Pat
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
         for version, script in enumerate(MIGRATIONS[:2], start=1):
+            assert script is not None
             db.executescript(script)
             db.execute("INSERT INTO schema_version VALUES (?, '2026-01-01')", (version,))
         db.execute(
@@ -37,3 +40,29 @@ async def test_a_database_written_by_schema_2_is_upgraded_in_place(tmp_path: Pat
         link = await store.get_link(7)
         assert link is not None and link.ref == "r" and link.member_count == 2
         assert [m.user_id for m in await store.list_members(7)] == [1, 2]
+
+
+async def test_a_new_file_gets_every_step(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "db.sqlite"):
+        pass
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1)) and "waiting_until" in columns
+
+
+async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file made while step 4 was still on another branch (its number kept with None) has 5 and 6 already.
+    path = tmp_path / "db.sqlite"
+    monkeypatch.setattr("store.sqlite.MIGRATIONS", (*MIGRATIONS[:3], None, *MIGRATIONS[4:]))
+    async with SqliteStore.open(path):
+        pass
+    monkeypatch.undo()
+    async with SqliteStore.open(path) as store:
+        await store.save_link(a_link(7))
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1)) and "waiting_until" in columns

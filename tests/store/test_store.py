@@ -346,3 +346,95 @@ async def test_a_waiting_sync_keeps_until_when_and_the_next_state_clears_it(stor
     await store.save_sync_state(SyncState(1, SyncPhase.SYNCING, member_count=9))
     syncing = await store.get_sync_state(1)
     assert syncing is not None and syncing.waiting_until is None
+
+
+# What the processes of a fleet share: every test opens a second store on the same database, as a second
+# process would.
+
+
+async def test_a_guild_lock_is_exclusive_across_two_stores_on_one_database(
+    store: Store, database_url: str
+) -> None:
+    async with open_store(database_url) as other:
+        first = await store.try_lock_guild(LARGEST_SNOWFLAKE)
+        assert first is not None and first.held
+        assert await other.try_lock_guild(LARGEST_SNOWFLAKE) is None
+        assert await store.try_lock_guild(LARGEST_SNOWFLAKE) is None  # one holder, even within a store
+        second_guild = await other.try_lock_guild(2)
+        assert second_guild is not None  # guilds lock apart
+        await first.release()
+        assert not first.held
+        taken = await other.try_lock_guild(LARGEST_SNOWFLAKE)
+        assert taken is not None and taken.held
+        await first.release()  # releasing twice changes nothing
+        assert taken.held and await store.try_lock_guild(LARGEST_SNOWFLAKE) is None
+        await taken.release()
+        await second_guild.release()
+
+
+async def test_a_guild_lock_dies_with_the_store_that_held_it(database_url: str) -> None:
+    async with open_store(database_url) as survivor:
+        async with open_store(database_url) as holder:
+            lock = await holder.try_lock_guild(7)
+            assert lock is not None
+            assert await survivor.try_lock_guild(7) is None
+        assert not lock.held
+        assert await survivor.try_lock_guild(7) is not None
+
+
+async def test_locks_taken_at_once_go_to_one_taker(store: Store, database_url: str) -> None:
+    async with open_store(database_url) as other:
+        locks = await asyncio.gather(*(s.try_lock_guild(7) for s in (store, other) * 4))
+    assert sum(lock is not None for lock in locks) == 1
+
+
+async def test_the_member_list_cooldown_is_shared_by_every_store_on_the_database(
+    store: Store, database_url: str
+) -> None:
+    assert await store.member_list_wait(7) == 0.0
+    async with open_store(database_url) as other:
+        await store.hold_off_member_list(7, 30.0)
+        assert 29.0 < await other.member_list_wait(7) <= 30.0
+        assert await other.member_list_wait(8) == 0.0
+        # Discord's RATE_LIMITED says how long; that answer replaces our own estimate, shorter or longer.
+        await other.hold_off_member_list(7, 2.0)
+        assert 1.0 < await store.member_list_wait(7) <= 2.0
+        await other.hold_off_member_list(7, 0.0)
+        assert await store.member_list_wait(7) == 0.0
+
+
+async def test_identify_slots_are_paced_per_bucket_across_stores(store: Store, database_url: str) -> None:
+    async with open_store(database_url) as other:
+        assert await store.reserve_identify(0, 1.0) == 0.0
+        assert 0.9 < await other.reserve_identify(0, 1.0) <= 1.0
+        assert 1.9 < await store.reserve_identify(0, 1.0) <= 2.0
+        assert await other.reserve_identify(1, 1.0) == 0.0  # another bucket: its own pace
+        waits = await asyncio.gather(*(s.reserve_identify(2, 0.5) for s in (store, other) * 3))
+    # Six bookings at once from two stores: six distinct slots, half a second apart.
+    assert [round(wait * 2) for wait in sorted(waits)] == [0, 1, 2, 3, 4, 5]
+
+
+async def test_an_identify_slot_past_is_not_waited_for(store: Store) -> None:
+    assert await store.reserve_identify(0, 0.05) == 0.0
+    await asyncio.sleep(0.1)
+    assert await store.reserve_identify(0, 0.05) == 0.0
+
+
+async def test_unfinished_links_are_listed_for_the_shards_asked(store: Store) -> None:
+    # Guild ids whose shard (of 4) is the last digit of the name: (id >> 22) % 4.
+    def guild(shard: int, n: int) -> int:
+        return ((n * 4 + shard) << 22) | n
+
+    pending, syncing, failed, synced, removed, other_shard, fresh = (
+        guild(1, 1), guild(1, 2), guild(3, 3), guild(1, 4), guild(3, 5), guild(2, 6), guild(3, 7),
+    )  # fmt: skip
+    start = datetime.now(UTC)
+    for i, guild_id in enumerate((pending, syncing, failed, synced, removed, other_shard, fresh)):
+        await store.save_link(a_link(guild_id, linked_at=start + timedelta(seconds=i)))
+    await store.save_sync_state(SyncState(syncing, SyncPhase.SYNCING, members_stored=10))
+    await store.save_sync_state(SyncState(failed, SyncPhase.FAILED, error="gateway closed"))
+    await store.save_sync_state(SyncState(synced, SyncPhase.SYNCED, synced_at=start))
+    await store.deactivate_link(removed)
+    listed = await store.list_unfinished_links(4, [1, 3])
+    assert [link.guild_id for link in listed] == [pending, syncing, failed, fresh]
+    assert await store.list_unfinished_links(4, [0]) == []

@@ -57,10 +57,15 @@ async def test_behind_a_tls_terminating_proxy_plain_http_is_served_with_secure_c
     make_sandbox, tmp_path: Path
 ) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
-    # The redirect URI is https (the proxy's); the proxy is this machine, and we serve it plain HTTP.
-    settings = settings_for(
-        sandbox, tmp_path, port=free_port(), https=True, env={"TRUSTED_PROXIES": "127.0.0.1"}
-    )
+    # The redirect URI is https on a public host (the proxy's); the proxy is this machine, and we serve it
+    # plain HTTP on WEB_PORT.
+    port = free_port()
+    proxy = {
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "DISCORD_REDIRECT_URI": "https://links.example.com/authorize-discord",
+        "WEB_PORT": str(port),
+    }
+    settings = settings_for(sandbox, tmp_path, port=port, https=True, env=proxy)
     async with started(settings, ready=False) as running, browser(sandbox, running) as b:
         assert running.web_url.startswith("http://")
         async with b.session.get(running.web_url + "/link", allow_redirects=False) as response:
