@@ -1,18 +1,31 @@
 """The member-event storm: an update for every member of a 50,000-member guild, then 5,000 removals.
 
-Ours (received, parsed, batched and committed) against bare discord.py receiving and parsing the same storm.
+Ours (received, parsed, batched and committed, on each engine) against bare discord.py receiving and parsing
+the same storm. `python -m bench.storm [--smoke] [--engine sqlite|postgres|both] [--rounds N]`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import aiohttp
 
-from bench.common import BenchArgs, Table, median, run_json_worker, run_standalone, sandbox_process
+from bench.common import (
+    BenchArgs,
+    Table,
+    fresh_database,
+    median,
+    postgres_server,
+    run_json_worker,
+    run_standalone,
+    sandbox_process,
+)
+
+SIDE_NAMES = {"bare": "bare discord.py", "sqlite": "ours, SQLite", "postgres": "ours, PostgreSQL"}
 
 
-async def one_run(mode: str, members: int, removals: int, database_url: str | None) -> dict[str, float]:
+async def one_run(side: str, members: int, removals: int, postgres_url: str | None) -> dict[str, float]:
     async with sandbox_process(members=members) as sandbox:
         guild_id = sandbox["guilds"][0]["id"]
         async with (
@@ -21,54 +34,59 @@ async def one_run(mode: str, members: int, removals: int, database_url: str | No
         ):
             response.raise_for_status()
         updates = int(sandbox["guilds"][0]["member_count"])
-        argv = ["--sandbox", json.dumps(sandbox), "--guild", str(guild_id)]
+        argv = ["bench.storm_worker", "bare" if side == "bare" else "ours"]
+        argv += ["--sandbox", json.dumps(sandbox), "--guild", str(guild_id)]
         argv += ["--updates", str(updates), "--removals", str(removals)]
-        if database_url and mode == "ours":
-            argv += ["--database-url", database_url]
-        return await run_json_worker("bench.storm_worker", mode, *argv)
+        if side != "postgres":
+            return await run_json_worker(*argv)
+        assert postgres_url is not None
+        async with fresh_database(postgres_url) as database_url:
+            return await run_json_worker(*argv, "--database-url", database_url)
 
 
 async def main(args: BenchArgs) -> list[Table]:
+    sides = ["bare", *args.engines]
+    with postgres_server() if "postgres" in sides else contextlib.nullcontext("") as postgres_url:
+        return [await _measure(args, sides, postgres_url or None)]
+
+
+async def _measure(args: BenchArgs, sides: list[str], postgres_url: str | None) -> Table:
     members, removals = (2_000, 200) if args.smoke else (50_000, 5_000)
     rounds = 1 if args.smoke else args.rounds
     table = Table(
         "Member-event storm: stored (ours) vs received and parsed by bare discord.py (member cache off)",
-        [
-            "events",
-            "ours s",
-            "bare s",
-            "ours / bare",
-            "sandbox dispatch s",
-            "ours events/s",
-            "ours RSS growth MB",
-        ],
+        ["side", "events", "seconds", "ratio to bare", "sandbox dispatch s", "events/s", "RSS growth MB"],
     )
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "bare": []}
+    runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     for round_index in range(rounds):
-        for mode in ("bare", "ours") if round_index % 2 == 0 else ("ours", "bare"):
-            runs[mode].append(await one_run(mode, members, removals, None))
-    ours_s = median([r["seconds"] for r in runs["ours"]])
+        # Rotate the order so that no side always runs on a warmer machine.
+        shift = round_index % len(sides)
+        for side in sides[shift:] + sides[:shift]:
+            runs[side].append(await one_run(side, members, removals, postgres_url))
     bare_s = median([r["seconds"] for r in runs["bare"]])
-    events = int(runs["ours"][0]["events"])
-    table.rows.append(
-        [
-            events,
-            ours_s,
-            bare_s,
-            ours_s / bare_s,
-            median([r["sandbox_seconds"] for r in runs["ours"]]),
-            round(events / ours_s),
-            max(r["rss_growth_mb"] for r in runs["ours"]),
-        ]
-    )
+    for side in sides:
+        seconds = median([r["seconds"] for r in runs[side]])
+        events = int(runs[side][0]["events"])
+        table.rows.append(
+            [
+                SIDE_NAMES[side],
+                events,
+                seconds,
+                seconds / bare_s,
+                median([r["sandbox_seconds"] for r in runs[side]]),
+                round(events / seconds),
+                max(r["rss_growth_mb"] for r in runs[side]),
+            ]
+        )
     table.notes += [
         f"median of {rounds} run(s) each, every run in a fresh process against a fresh `python -m sandbox` process",
-        "ours: GuildlinkBot on SQLite, guild linked and synced first; from asking the sandbox for the storm to the"
-        " last event committed (members and the event feed); bare: discord.py 2.7 Client counting the storm's"
-        " dispatches with on_socket_event_type",
-        "goal: ours / bare <= 1.5, RSS growth < 50 MB",
+        "ours: GuildlinkBot, guild linked and synced first; from asking the sandbox for the storm to the last"
+        " event committed (members and the event feed, in batches of up to 5,000); bare: discord.py 2.7 Client"
+        " counting the storm's dispatches with on_socket_event_type",
+        "PostgreSQL: a throwaway local cluster (fsync on) unless GUILDLINK_BENCH_POSTGRES_URL names a server",
+        "goal: ratio to bare <= 1.5 on each engine, RSS growth < 50 MB",
     ]
-    return [table]
+    return table
 
 
 if __name__ == "__main__":
