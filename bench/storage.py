@@ -151,10 +151,24 @@ async def copy_floor(database_url: str, chunks: list[list[dict[str, Any]]]) -> f
         started = time.perf_counter()
         for chunk_rows in rows:
             async with db.transaction():
-                await db.copy_records_to_table("members", records=chunk_rows)
+                await db.copy_records_to_table("members", records=chunk_rows, columns=FLOOR_COLUMNS)
         return time.perf_counter() - started
     finally:
         await db.close()
+
+
+FLOOR_COLUMNS = (
+    "guild_id",
+    "user_id",
+    "username",
+    "global_name",
+    "nick",
+    "avatar",
+    "bot",
+    "roles",
+    "joined_at",
+    "last_seen",
+)
 
 
 async def main(args: BenchArgs) -> list[Table]:
