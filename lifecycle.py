@@ -52,7 +52,7 @@ class Running:
 
 @dataclass
 class _Handoff:
-    """The hand-off lifecycle wired in: what the web side calls, its status, and its listening (if any)."""
+    """The hand-off as wired: what the web side calls, its status for /readyz, and what listens (if anything)."""
 
     linker: GuildLinker
     status: HandoffStatusSource

@@ -189,7 +189,10 @@ class MemberSync:
                     log.warning(
                         "sync.failed guild=%d error=%s retry_in=%.0fs", guild_id, type(exc).__name__, wait
                     )
-                    await self._record_failure(guild_id, member_count, exc)
+                    # Without its lock the guild's state is no longer ours to write: whoever took the lock
+                    # may be syncing it, or may have finished.
+                    if not isinstance(exc, GuildLockLostError):
+                        await self._record_failure(guild_id, member_count, exc)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX_WAIT)
         finally:
