@@ -226,9 +226,10 @@ def table(results: dict[tuple[str, int], Measured], flows: dict[int, int], round
             " per-client rate limit and an always-ready bot status: no Discord bot and no member sync run."
             " Callback latency and flows as in the link-flows table (the same load process).",
             "Processes on this 2-core machine: sandbox, PostgreSQL, proxy, the servers of both sides (the idle"
-            " side waits) and the load process. A second process cannot add a core here: the figure shows what"
-            " the fleet's shared state (states, links and notices through one database) costs, not how far it"
-            " scales on more machines.",
+            " side waits) and the load process. One server process uses at most one core; the second process"
+            " gets what the others leave of the second core. The figure shows what a second process gains here"
+            " and what the fleet's shared state (states, links and notices through one database) costs, not how"
+            " far a fleet scales on more machines.",
             f"{rounds} round(s), sides alternating first; latencies pooled over rounds; servers' CPU/flow is"
             " the sum over a side's server processes (not PostgreSQL's, not the proxy's).",
         ],
