@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,3 +199,28 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def run_side_against_guild(
+    worker: str,
+    side: str,
+    members: int,
+    postgres_url: str | None,
+    extra: Callable[[dict[str, Any]], list[str]],
+) -> dict[str, Any]:
+    """A fresh sandbox process whose one guild the bot is in, and one side ("bare", "sqlite" or "postgres")
+    of `worker` run against it in a fresh process; `extra` adds the worker's own arguments."""
+    async with sandbox_process(members=members) as sandbox:
+        guild_id = sandbox["guilds"][0]["id"]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(f"{sandbox['base_url']}/_sandbox/guilds/{guild_id}/bot") as response,
+        ):
+            response.raise_for_status()
+        argv = [worker, "bare" if side == "bare" else "ours", "--sandbox", json.dumps(sandbox)]
+        argv += ["--guild", str(guild_id), *extra(sandbox)]
+        if side != "postgres":
+            return await run_json_worker(*argv)
+        assert postgres_url is not None
+        async with fresh_database(postgres_url) as database_url:
+            return await run_json_worker(*argv, "--database-url", database_url)

@@ -7,41 +7,27 @@ the same storm. `python -m bench.storm [--smoke] [--engine sqlite|postgres|both]
 from __future__ import annotations
 
 import contextlib
-import json
-
-import aiohttp
+from typing import Any
 
 from bench.common import (
     BenchArgs,
     Table,
-    fresh_database,
     median,
     postgres_server,
-    run_json_worker,
+    run_side_against_guild,
     run_standalone,
-    sandbox_process,
 )
 
 SIDE_NAMES = {"bare": "bare discord.py", "sqlite": "ours, SQLite", "postgres": "ours, PostgreSQL"}
 
 
 async def one_run(side: str, members: int, removals: int, postgres_url: str | None) -> dict[str, float]:
-    async with sandbox_process(members=members) as sandbox:
-        guild_id = sandbox["guilds"][0]["id"]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.put(f"{sandbox['base_url']}/_sandbox/guilds/{guild_id}/bot") as response,
-        ):
-            response.raise_for_status()
+    def storm(sandbox: dict[str, Any]) -> list[str]:
+        # An update for every member of the guild, then the removals.
         updates = int(sandbox["guilds"][0]["member_count"])
-        argv = ["bench.storm_worker", "bare" if side == "bare" else "ours"]
-        argv += ["--sandbox", json.dumps(sandbox), "--guild", str(guild_id)]
-        argv += ["--updates", str(updates), "--removals", str(removals)]
-        if side != "postgres":
-            return await run_json_worker(*argv)
-        assert postgres_url is not None
-        async with fresh_database(postgres_url) as database_url:
-            return await run_json_worker(*argv, "--database-url", database_url)
+        return ["--updates", str(updates), "--removals", str(removals)]
+
+    return await run_side_against_guild("bench.storm_worker", side, members, postgres_url, storm)
 
 
 async def main(args: BenchArgs) -> list[Table]:

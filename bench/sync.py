@@ -7,21 +7,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Sequence
 from typing import Any
-
-import aiohttp
 
 from bench.common import (
     BenchArgs,
     Table,
-    fresh_database,
     median,
     postgres_server,
-    run_json_worker,
+    run_side_against_guild,
     run_standalone,
-    sandbox_process,
 )
 
 SIDE_NAMES = {"bare": "bare discord.py", "sqlite": "ours, SQLite", "postgres": "ours, PostgreSQL"}
@@ -35,20 +30,7 @@ def sizes(args: BenchArgs) -> list[int]:
 
 async def one_run(side: str, members: int, postgres_url: str | None) -> dict[str, float]:
     """A fresh sandbox process (so no 30 s whole-list window carries over) and a fresh worker process."""
-    async with sandbox_process(members=members) as sandbox:
-        guild_id = sandbox["guilds"][0]["id"]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.put(f"{sandbox['base_url']}/_sandbox/guilds/{guild_id}/bot") as response,
-        ):
-            response.raise_for_status()
-        argv = ["bench.sync_worker", "bare" if side == "bare" else "ours"]
-        argv += ["--sandbox", json.dumps(sandbox), "--guild", str(guild_id)]
-        if side != "postgres":
-            return await run_json_worker(*argv)
-        assert postgres_url is not None
-        async with fresh_database(postgres_url) as database_url:
-            return await run_json_worker(*argv, "--database-url", database_url)
+    return await run_side_against_guild("bench.sync_worker", side, members, postgres_url, lambda sandbox: [])
 
 
 async def main(args: BenchArgs) -> list[Table]:
