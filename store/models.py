@@ -82,6 +82,12 @@ class SyncPhase(StrEnum):
     REMOVED = "removed"
 
 
+# A sync in one of these phases is not finished: the fleet's catch-up picks its link up again.
+UNFINISHED_PHASES: tuple[str, ...] = tuple(
+    phase.value for phase in (SyncPhase.PENDING, SyncPhase.SYNCING, SyncPhase.FAILED, SyncPhase.WAITING)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SyncState:
     """How far reading one guild's member list has come."""

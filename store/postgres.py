@@ -19,6 +19,7 @@ from store.member_changes import member_writes
 from store.migrations.postgres import MIGRATIONS
 from store.models import (
     MEMBER_EVENTS,
+    UNFINISHED_PHASES,
     Event,
     EventType,
     Invite,
@@ -57,8 +58,6 @@ _MIGRATION_LOCK = 1
 _INVITES_LOCK = 2
 # IDENTIFY buckets: (this, bucket).
 _IDENTIFY_CLASS = 0x676C6964  # "glid"
-# Sync phases that are not finished: the catch-up's business.
-UNFINISHED_PHASES = ("pending", "syncing", "failed", "waiting")
 # Held from the insert of events to the commit: ids then commit in the order they were drawn, so a reader
 # paging by id never passes an id whose event commits after it looked.
 _EVENTS_LOCK = 3

@@ -22,6 +22,7 @@ from store.member_changes import member_writes
 from store.migrations.sqlite import MIGRATIONS
 from store.models import (
     MEMBER_EVENTS,
+    UNFINISHED_PHASES,
     Event,
     EventType,
     Invite,
@@ -41,8 +42,6 @@ from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
 
-# As PostgreSQL's engine: the sync phases the catch-up picks up.
-UNFINISHED_PHASES = ("pending", "syncing", "failed", "waiting")
 
 # How often a process waiting to deliver webhooks tries the lock again.
 WEBHOOK_LOCK_RETRY = 1.0
