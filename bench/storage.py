@@ -3,6 +3,7 @@ into PostgreSQL against a plain COPY floor."""
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,12 @@ BENCH_LINK = Link(GUILD_ID, "bench", 1, "bench", ("bot",), 0, datetime(2026, 1, 
 
 
 def chunk_payloads(members: int) -> list[list[dict[str, Any]]]:
-    """GUILD_MEMBERS_CHUNK `members` lists, shaped as Discord sends them, prepared before timing."""
+    """GUILD_MEMBERS_CHUNK `members` lists, shaped as Discord sends them, prepared before timing.
+
+    Frozen out of the garbage collector's reach: a sync holds one chunk at a time, not the whole guild's
+    payloads, and every full collection walking millions of fixture objects would be charged to whichever
+    side allocates (ours builds Members, the floor's tuples are made before timing).
+    """
     base = 200_000_000_000_000_000
     payloads = [
         {
@@ -46,7 +52,9 @@ def chunk_payloads(members: int) -> list[list[dict[str, Any]]]:
         }
         for index in range(members)
     ]
-    return [payloads[start : start + CHUNK] for start in range(0, members, CHUNK)]
+    chunks = [payloads[start : start + CHUNK] for start in range(0, members, CHUNK)]
+    gc.freeze()
+    return chunks
 
 
 async def ours(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:

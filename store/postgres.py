@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -76,7 +75,8 @@ _SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, err
 _MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot", "roles", "joined_at")
 
 # Each connection's own staging table for a chunk of members, emptied at every commit: COPY fills it, one
-# INSERT ... SELECT merges it. Temporary tables are not written to the WAL, and each session has its own.
+# INSERT ... SELECT merges it. Temporary tables are not written to the WAL, and each session has its own;
+# made by the first chunk a connection writes, and kept by the pool (see _reset_pooled).
 _STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
     user_id BIGINT NOT NULL,
@@ -90,23 +90,23 @@ CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
 ) ON COMMIT DELETE ROWS
 """
 
-# One statement, so both parts read the same snapshot: how many of the chunk's members were stored
-# already, and the merge itself. The difference is how many the chunk added. The LIMIT keeps the lookup a
-# probe of the primary key per chunk row: as a join, the planner (knowing nothing of the temporary table)
-# hashes every member of the guild, and each chunk of a large guild's sync gets slower than the last.
+# One statement: the merge, and the link's member count raised by the rows it inserted. A row the merge
+# inserted has no xmax; one it updated carries the updating transaction's id there, as the row's lock. (PG 15
+# has no MERGE ... RETURNING merge_action(); the alternative, probing the primary key for each chunk row
+# before the merge, cost a fifth of a chunk's time.)
 _MERGE_CHUNK = """
-WITH known AS (
-    SELECT COUNT(*) AS n FROM member_chunk, LATERAL (
-        SELECT 1 FROM members WHERE members.guild_id = $1 AND members.user_id = member_chunk.user_id LIMIT 1
-    ) AS stored
-), merged AS (
+WITH merged AS (
     INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
         last_seen)
     SELECT $1, user_id, username, global_name, nick, avatar, bot, roles, joined_at, $2 FROM member_chunk
     ON CONFLICT (guild_id, user_id) DO UPDATE SET {fresher}, last_seen = excluded.last_seen
-    RETURNING 1
+    RETURNING xmax = 0 AS inserted
+), added AS (
+    SELECT COUNT(*) FILTER (WHERE inserted) AS n FROM merged
+), counted AS (
+    UPDATE links SET member_count = member_count + added.n FROM added WHERE guild_id = $1 AND added.n > 0
 )
-SELECT (SELECT COUNT(*) FROM merged) - (SELECT n FROM known)
+SELECT n FROM added
 """.format(
     # A member a gateway event changed after the chunk's snapshot ($3) keeps the event's data.
     fresher=", ".join(
@@ -134,8 +134,14 @@ def _rowcount(status: str) -> int:
 class PostgresStore:
     """The store on one PostgreSQL database, shared by any number of guildlink processes."""
 
-    def __init__(self, pool: asyncpg.Pool, guild_locks: PostgresGuildLocks) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        connect: Callable[[str], Awaitable[asyncpg.Connection]],
+        guild_locks: PostgresGuildLocks,
+    ) -> None:
         self._pool = pool
+        self._connect = connect
         self._guild_locks = guild_locks
         self._write_failures = WriteFailureMemory()
 
@@ -153,19 +159,21 @@ class PostgresStore:
                 max_size=POOL_MAX_SIZE,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
+                reset=_reset_pooled,
             )
 
-        async def connect() -> asyncpg.Connection:
+        async def connect(application_name: str = LOCKS_APPLICATION_NAME) -> asyncpg.Connection:
+            """A session of its own, outside the pool, for session locks."""
             return await asyncpg.connect(
                 dsn,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
-                server_settings={**KEEPALIVE_SETTINGS, "application_name": LOCKS_APPLICATION_NAME},
+                server_settings={**KEEPALIVE_SETTINGS, "application_name": application_name},
             )
 
         guild_locks = PostgresGuildLocks(connect)
         try:
-            store = cls(pool, guild_locks)
+            store = cls(pool, connect, guild_locks)
             await store._migrate()
             await store.check_writable()
             yield store
@@ -174,15 +182,24 @@ class PostgresStore:
             await pool.close()
 
     @asynccontextmanager
-    async def _transaction(self, *, durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
-        """Several statements as one; `durable=False` for what a resync rebuilds (members, sync states, nonces)."""
+    async def _transaction(
+        self, *, durable: bool = True, staging: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """Several statements as one; `durable=False` for what a resync rebuilds (members, sync states, nonces).
+
+        `staging`: the connection's member_chunk table is made if it is missing.
+        """
+        # The commit of a durable=False transaction returns before the WAL is flushed; a crash may undo the
+        # last few such commits, never leave one half done (SQLite's synchronous=NORMAL).
+        preamble = ([] if durable else ["SET LOCAL synchronous_commit TO OFF"]) + (
+            [_STAGING] if staging else []
+        )
         try:
             with unavailable_on_failure():
                 async with self._begun() as conn:
-                    if not durable:
-                        # The commit returns before the WAL is flushed; a crash may undo the last few
-                        # such commits, never leave one half done (SQLite's synchronous=NORMAL).
-                        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                    if preamble:
+                        # One round trip: statements without parameters go together as one simple query.
+                        await conn.execute(";".join(preamble))
                     yield conn
         except StoreUnavailableError as exc:
             self._write_failures.failed(exc.reason)
@@ -399,17 +416,17 @@ class PostgresStore:
         async with self._transaction() as conn:
             # The link's row first, as every member write takes it: a chunk in flight commits before this
             # update (and its members are deleted below) or reads the link inactive after it.
-            was_active = await conn.fetchval(
-                "SELECT active FROM links WHERE guild_id = $1 FOR NO KEY UPDATE", guild_id
-            )
-            if was_active is None:
+            link = await _lock_link(conn, guild_id)
+            if link is None:
                 return False
             await conn.execute(
                 "UPDATE links SET active = FALSE, member_count = 0 WHERE guild_id = $1", guild_id
             )
             await conn.execute("DELETE FROM members WHERE guild_id = $1", guild_id)
-            if was_active:
-                await _write_sync_state(conn, SyncState(guild_id, SyncPhase.REMOVED))
+            if link.active:
+                await _write_sync_state(
+                    conn, SyncState(guild_id, SyncPhase.REMOVED), previous=link.sync_phase
+                )
                 kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
                 await _add_events(conn, [(kind, guild_id, {})], datetime.now(UTC))
         return True
@@ -428,16 +445,14 @@ class PostgresStore:
         given = list(members)
         # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
         chunk = list({member.user_id: member for member in given}.values())
-        async with self._transaction(durable=False) as conn:
-            if not await _lock_active_link(conn, guild_id):
+        async with self._transaction(durable=False, staging=True) as conn:
+            link = await _lock_link(conn, guild_id)
+            if link is None or not link.active:
                 return None
-            await conn.execute(_STAGING)
             await conn.copy_records_to_table("member_chunk", records=chunk, columns=_MEMBER_COLUMNS)
-            added = await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at, snapshot_at or seen_at)
-            if added:
-                await _add_to_member_count(conn, guild_id, added)
+            await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at, snapshot_at or seen_at)
             if progress is not None:
-                await _write_sync_state(conn, progress)
+                await _write_sync_state(conn, progress, previous=link.sync_phase)
         self._write_failures.succeeded()
         return len(given)
 
@@ -542,9 +557,10 @@ class PostgresStore:
 
     async def save_sync_state(self, sync: SyncState) -> bool:
         async with self._transaction(durable=False) as conn:
-            if not await _lock_active_link(conn, sync.guild_id):
+            link = await _lock_link(conn, sync.guild_id)
+            if link is None or not link.active:
                 return False
-            await _write_sync_state(conn, sync)
+            await _write_sync_state(conn, sync, previous=link.sync_phase)
         return True
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None:
@@ -569,29 +585,28 @@ class PostgresStore:
         finally:
             watch.cancel()
             await asyncio.wait({watch})
-            # A connection that ended was handed back to the pool by the pool itself: then both do nothing.
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.remove_termination_listener(connection_ended)
-            # The pool's reset of a released connection ends its advisory locks (pg_advisory_unlock_all).
-            with unavailable_on_failure():
-                await self._pool.release(conn)
+            conn.remove_termination_listener(connection_ended)
+            # Closing the session ends its lock; a connection that ended already has nothing left to close.
+            conn.terminate()
 
     async def _take_webhook_lock(self) -> asyncpg.Connection:
-        """A pooled connection holding the webhook lock; between tries no connection is kept from the pool."""
-        while True:
-            with unavailable_on_failure():
-                conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT)
-                try:
-                    taken = await conn.fetchval(
-                        "SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, _WEBHOOK_LOCK
-                    )
-                except BaseException:
-                    await self._pool.release(conn)
-                    raise
-                if taken:
-                    return conn
-                await self._pool.release(conn)
-            await asyncio.sleep(WEBHOOK_LOCK_RETRY)
+        """A connection of its own holding the webhook lock, tried once a second until it is taken.
+
+        Its own, not the pool's: pooled connections carry no session state (see _reset_pooled).
+        """
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                with unavailable_on_failure():
+                    if conn is None or conn.is_closed():
+                        conn = await self._connect("guildlink-webhook-lock")
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, _WEBHOOK_LOCK):
+                        taken, conn = conn, None
+                        return taken
+                await asyncio.sleep(WEBHOOK_LOCK_RETRY)
+        finally:
+            if conn is not None:
+                conn.terminate()
 
     async def webhook_cursor(self) -> WebhookCursor:
         rows = await self._fetch(
@@ -690,14 +705,38 @@ async def _watch_lock_connection(conn: asyncpg.Connection, lost: asyncio.Event) 
             lost.set()
 
 
-async def _lock_active_link(conn: asyncpg.Connection, guild_id: int) -> bool:
-    """Lock the guild's link row until commit and say whether it is active.
+async def _reset_pooled(conn: asyncpg.Connection) -> None:
+    """Nothing to reset on a connection handed back to the pool: asyncpg has rolled back its transaction.
+
+    Pooled connections only ever run transactions: LISTEN and session locks live on connections of their
+    own, and settings are SET LOCAL. asyncpg's default reset (unlock all, UNLISTEN, RESET ALL) would add a
+    round trip to every transaction.
+    """
+
+
+class _LockedLink(NamedTuple):
+    active: bool
+    sync_phase: str | None
+
+
+async def _lock_link(conn: asyncpg.Connection, guild_id: int) -> _LockedLink | None:
+    """Lock the guild's link row until commit; read whether it is active and its sync's phase (None: no link).
 
     Every write of a guild's members or sync state takes this lock first, so they take turns per guild
     (the member count stays exact) and an unlink is ordered wholly before or after each of them.
     """
-    active = await conn.fetchval("SELECT active FROM links WHERE guild_id = $1 FOR NO KEY UPDATE", guild_id)
-    return bool(active)
+    row = await conn.fetchrow(
+        "SELECT links.active, sync_states.phase FROM links LEFT JOIN sync_states USING (guild_id)"
+        " WHERE links.guild_id = $1 FOR NO KEY UPDATE OF links",
+        guild_id,
+    )
+    return None if row is None else _LockedLink(row[0], row[1])
+
+
+async def _lock_active_link(conn: asyncpg.Connection, guild_id: int) -> bool:
+    """Lock the guild's link row until commit and say whether it is active (see _lock_link)."""
+    link = await _lock_link(conn, guild_id)
+    return link is not None and link.active
 
 
 async def _add_to_member_count(conn: asyncpg.Connection, guild_id: int, delta: int) -> None:
@@ -734,8 +773,8 @@ async def _add_events(
     )
 
 
-async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState) -> None:
-    previous = await conn.fetchval("SELECT phase FROM sync_states WHERE guild_id = $1", sync.guild_id)
+async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previous: str | None) -> None:
+    """Write the sync's state, announcing it in the feed when its phase changed from `previous`."""
     if announced := sync_event(previous, sync):
         await _add_events(conn, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
     await conn.execute(

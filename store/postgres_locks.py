@@ -3,8 +3,9 @@
 Why a session lock on a connection of its own: a sync commits one transaction per chunk of members, so a
 lock taken inside a transaction (`pg_try_advisory_xact_lock`) would be let go between chunks and a second
 process could start a whole second sync in a gap; and a pooled connection is no home for a session lock
-either, since asyncpg's pool runs `pg_advisory_unlock_all()` on every connection it takes back. One
-connection holds every lock of the process, so a hundred syncs at once cost one connection, not a hundred.
+either, since it goes back to the pool after each transaction and would carry the lock into other work.
+One connection holds every lock of the process, so a hundred syncs at once cost one connection, not a
+hundred.
 The locks die with that connection: a process that is killed, or that loses the connection, loses them, and
 whichever process syncs the guild next takes them.
 """

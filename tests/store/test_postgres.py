@@ -159,7 +159,7 @@ async def test_merging_a_chunk_probes_the_guilds_members_instead_of_reading_them
             )
     finally:
         await db.close()
-    # Reading all 20,000 to count the chunk's known members would make every chunk of a sync slower than
+    # Reading all 20,000 to merge or count the chunk's members would make every chunk of a sync slower than
     # the one before: a large guild's sync would take quadratic time.
     assert "members_pkey" in plan and "Hash" not in plan and "Seq Scan on members" not in plan
 
