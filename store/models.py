@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class Link:
@@ -194,6 +196,13 @@ def sync_event(previous: str | None, sync: SyncState) -> tuple[EventType, dict[s
     if sync.phase is SyncPhase.FAILED:
         return EventType.SYNC_FAILED, {"error": sync.error, "members_stored": sync.members_stored}
     return None
+
+
+def event_data_json(data: dict[str, Any]) -> str:
+    """An event's data as the feed stores it."""
+    # orjson, not json: a storm writes tens of thousands of these, and json.dumps took a tenth of the time
+    # from an event's arrival to its commit.
+    return orjson.dumps(data).decode()
 
 
 def member_change_data(change: MemberChange) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from store.models import (
     SyncPhase,
     SyncState,
     WebhookCursor,
+    event_data_json,
     link_event_data,
     member_change_data,
     sync_event,
@@ -90,6 +91,24 @@ CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
 ) ON COMMIT DELETE ROWS
 """
 
+# The same for a batch of member events: any guilds, each row stamped with when its event arrived. The
+# writer has left at most one change per member in it, so one merge touches no row twice.
+_CHANGE_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS member_change_batch (
+    guild_id BIGINT NOT NULL,
+    user_id BIGINT NOT NULL,
+    username TEXT NOT NULL,
+    global_name TEXT,
+    nick TEXT,
+    avatar TEXT,
+    bot BOOLEAN NOT NULL,
+    roles BIGINT[] NOT NULL,
+    joined_at TEXT,
+    changed_at TIMESTAMPTZ NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+_CHANGE_COLUMNS = ("guild_id", *_MEMBER_COLUMNS, "changed_at")
+
 # One statement: the merge, and the link's member count raised by the rows it inserted. A row the merge
 # inserted has no xmax; one it updated carries the updating transaction's id there, as the row's lock. (PG 15
 # has no MERGE ... RETURNING merge_action(); the alternative, probing the primary key for each chunk row
@@ -116,14 +135,21 @@ SELECT n FROM added
     )
 )
 
-_UPSERT_CHANGE = """
+_MERGE_CHANGES = """
 INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, last_seen,
     changed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, changed_at, changed_at
+FROM member_change_batch
 ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username, global_name = excluded.global_name,
     nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot, roles = excluded.roles,
     joined_at = excluded.joined_at, last_seen = excluded.last_seen, changed_at = excluded.changed_at
 """
+
+_REMOVE_MEMBERS = """
+DELETE FROM members USING unnest($1::bigint[], $2::bigint[]) AS gone (guild_id, user_id)
+WHERE members.guild_id = gone.guild_id AND members.user_id = gone.user_id
+"""
+_EVENT_COLUMNS = ("type", "guild_id", "data", "created_at")
 
 
 def _rowcount(status: str) -> int:
@@ -183,16 +209,16 @@ class PostgresStore:
 
     @asynccontextmanager
     async def _transaction(
-        self, *, durable: bool = True, staging: bool = False
+        self, *, durable: bool = True, staging: str | None = None
     ) -> AsyncIterator[asyncpg.Connection]:
         """Several statements as one; `durable=False` for what a resync rebuilds (members, sync states, nonces).
 
-        `staging`: the connection's member_chunk table is made if it is missing.
+        `staging`: the CREATE TEMPORARY TABLE IF NOT EXISTS of a staging table the transaction fills.
         """
         # The commit of a durable=False transaction returns before the WAL is flushed; a crash may undo the
         # last few such commits, never leave one half done (SQLite's synchronous=NORMAL).
         preamble = ([] if durable else ["SET LOCAL synchronous_commit TO OFF"]) + (
-            [_STAGING] if staging else []
+            [staging] if staging else []
         )
         try:
             with unavailable_on_failure():
@@ -445,7 +471,7 @@ class PostgresStore:
         given = list(members)
         # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
         chunk = list({member.user_id: member for member in given}.values())
-        async with self._transaction(durable=False, staging=True) as conn:
+        async with self._transaction(durable=False, staging=_STAGING) as conn:
             link = await _lock_link(conn, guild_id)
             if link is None or not link.active:
                 return None
@@ -457,7 +483,8 @@ class PostgresStore:
         return len(given)
 
     async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
-        async with self._transaction(durable=False) as conn:
+        # Set-based, as chunks are: a storm's batch of thousands is a few statements, not a few per member.
+        async with self._transaction(durable=False, staging=_CHANGE_STAGING) as conn:
             # Each guild's link row, locked in id order (as every member write takes it; no deadlock).
             active = {
                 guild_id
@@ -475,11 +502,17 @@ class PostgresStore:
             )
             writes = member_writes(applied, ((row[0], row[1]) for row in rows))
             if writes.upserts:
-                await conn.executemany(_UPSERT_CHANGE, [_change_row(c) for c in writes.upserts])
+                await conn.copy_records_to_table(
+                    "member_change_batch",
+                    records=[_change_row(c) for c in writes.upserts],
+                    columns=_CHANGE_COLUMNS,
+                )
+                await conn.execute(_MERGE_CHANGES)
             if writes.removals:
-                await conn.executemany(
-                    "DELETE FROM members WHERE guild_id = $1 AND user_id = $2",
-                    [(c.guild_id, c.user_id) for c in writes.removals],
+                await conn.execute(
+                    _REMOVE_MEMBERS,
+                    [c.guild_id for c in writes.removals],
+                    [c.user_id for c in writes.removals],
                 )
             for guild_id, delta in writes.count_deltas.items():
                 if delta:
@@ -767,9 +800,11 @@ async def _add_events(
 ) -> None:
     """Announce changes in the feed, in the transaction that makes them."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _EVENTS_LOCK)
-    await conn.executemany(
-        "INSERT INTO events (type, guild_id, data, created_at) VALUES ($1, $2, $3::jsonb, $4)",
-        [(kind.value, guild_id, json.dumps(data), at) for kind, guild_id, data in events],
+    # COPY numbers the rows from the id sequence in the order given.
+    await conn.copy_records_to_table(
+        "events",
+        records=[(kind.value, guild_id, event_data_json(data), at) for kind, guild_id, data in events],
+        columns=_EVENT_COLUMNS,
     )
 
 

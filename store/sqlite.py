@@ -33,6 +33,7 @@ from store.models import (
     SyncPhase,
     SyncState,
     WebhookCursor,
+    event_data_json,
     link_event_data,
     member_change_data,
     sync_event,
@@ -147,7 +148,7 @@ async def _add_events(
     created = _time(at)
     await db.executemany(
         "INSERT INTO events (type, guild_id, data, created_at) VALUES (?, ?, ?, ?)",
-        [(kind.value, guild_id, json.dumps(data), created) for kind, guild_id, data in events],
+        [(kind.value, guild_id, event_data_json(data), created) for kind, guild_id, data in events],
     )
 
 
