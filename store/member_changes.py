@@ -11,32 +11,32 @@ from store.models import MemberChange
 
 @dataclass(frozen=True, slots=True)
 class MemberWrites:
-    """Upserts and removals with no member twice, and how each guild's member count moves."""
+    """Upserts and removals with no member twice."""
 
     upserts: list[MemberChange]
     removals: list[MemberChange]
-    count_deltas: Counter[int]
 
 
-def member_writes(changes: Sequence[MemberChange], present: Iterable[tuple[int, int]]) -> MemberWrites:
-    """Replay `changes` in order over the (guild, user) pairs `present` before them; keep each member's last.
+def member_writes(changes: Sequence[MemberChange]) -> MemberWrites:
+    """Keep each member's last change of `changes` (in order): it alone decides the member's row.
 
-    The last change of a member decides its row (an update then a removal: removed; a removal then a join:
-    stored), so the order of updates and removals holds however a batch is collapsed.
+    An update then a removal: removed; a removal then a join: stored. So the order of updates and removals
+    holds however a batch is collapsed.
     """
-    stored = set(present)
-    counts: Counter[int] = Counter()
-    last: dict[tuple[int, int], MemberChange] = {}
-    for change in changes:
-        key = (change.guild_id, change.user_id)
-        if change.member is None:
-            if key in stored:
-                stored.discard(key)
-                counts[change.guild_id] -= 1
-        elif key not in stored:
-            stored.add(key)
-            counts[change.guild_id] += 1
-        last[key] = change
+    last = {(change.guild_id, change.user_id): change for change in changes}
     upserts = [change for change in last.values() if change.member is not None]
     removals = [change for change in last.values() if change.member is None]
-    return MemberWrites(upserts, removals, counts)
+    return MemberWrites(upserts, removals)
+
+
+def count_deltas(writes: MemberWrites, present: Iterable[tuple[int, int]]) -> Counter[int]:
+    """How each guild's member count moves when `writes` apply over the (guild, user) pairs `present`."""
+    stored = set(present)
+    counts: Counter[int] = Counter()
+    for change in writes.upserts:
+        if (change.guild_id, change.user_id) not in stored:
+            counts[change.guild_id] += 1
+    for change in writes.removals:
+        if (change.guild_id, change.user_id) in stored:
+            counts[change.guild_id] -= 1
+    return counts

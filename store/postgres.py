@@ -135,19 +135,35 @@ SELECT n FROM added
     )
 )
 
+# Each with its guilds' member counts moved by the rows it inserted (no xmax, as in _MERGE_CHUNK) or deleted:
+# under the link locks, nothing else writes these guilds' members meanwhile.
 _MERGE_CHANGES = """
-INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, last_seen,
-    changed_at)
-SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, changed_at, changed_at
-FROM member_change_batch
-ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username, global_name = excluded.global_name,
-    nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot, roles = excluded.roles,
-    joined_at = excluded.joined_at, last_seen = excluded.last_seen, changed_at = excluded.changed_at
+WITH merged AS (
+    INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
+        last_seen, changed_at)
+    SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, changed_at, changed_at
+    FROM member_change_batch
+    ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username,
+        global_name = excluded.global_name, nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot,
+        roles = excluded.roles, joined_at = excluded.joined_at, last_seen = excluded.last_seen,
+        changed_at = excluded.changed_at
+    RETURNING guild_id, xmax = 0 AS inserted
+), added AS (
+    SELECT guild_id, COUNT(*) FILTER (WHERE inserted) AS n FROM merged GROUP BY guild_id
+)
+UPDATE links SET member_count = member_count + added.n FROM added
+WHERE links.guild_id = added.guild_id AND added.n > 0
 """
 
 _REMOVE_MEMBERS = """
-DELETE FROM members USING unnest($1::bigint[], $2::bigint[]) AS gone (guild_id, user_id)
-WHERE members.guild_id = gone.guild_id AND members.user_id = gone.user_id
+WITH gone AS (
+    DELETE FROM members USING unnest($1::bigint[], $2::bigint[]) AS leaving (guild_id, user_id)
+    WHERE members.guild_id = leaving.guild_id AND members.user_id = leaving.user_id
+    RETURNING members.guild_id
+), removed AS (
+    SELECT guild_id, COUNT(*) AS n FROM gone GROUP BY guild_id
+)
+UPDATE links SET member_count = member_count - removed.n FROM removed WHERE links.guild_id = removed.guild_id
 """
 _EVENT_COLUMNS = ("type", "guild_id", "data", "created_at")
 
@@ -494,13 +510,7 @@ class PostgresStore:
             applied = [change for change in changes if change.guild_id in active]
             if not applied:
                 return 0
-            rows = await conn.fetch(
-                "SELECT guild_id, user_id FROM members WHERE (guild_id, user_id) IN"
-                " (SELECT * FROM unnest($1::bigint[], $2::bigint[]))",
-                [c.guild_id for c in applied],
-                [c.user_id for c in applied],
-            )
-            writes = member_writes(applied, ((row[0], row[1]) for row in rows))
+            writes = member_writes(applied)
             if writes.upserts:
                 await conn.copy_records_to_table(
                     "member_change_batch",
@@ -514,9 +524,6 @@ class PostgresStore:
                     [c.guild_id for c in writes.removals],
                     [c.user_id for c in writes.removals],
                 )
-            for guild_id, delta in writes.count_deltas.items():
-                if delta:
-                    await _add_to_member_count(conn, guild_id, delta)
             await _add_events(
                 conn,
                 [(MEMBER_EVENTS[c.kind], c.guild_id, member_change_data(c)) for c in applied],

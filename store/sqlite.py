@@ -18,7 +18,7 @@ import aiosqlite
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
 from store.like import contains_pattern
-from store.member_changes import member_writes
+from store.member_changes import count_deltas, member_writes
 from store.migrations.sqlite import MIGRATIONS
 from store.models import (
     MEMBER_EVENTS,
@@ -537,14 +537,14 @@ class SqliteStore:
             applied = [change for change in changes if change.guild_id in active]
             if not applied:
                 return 0
-            pairs = json.dumps([[change.guild_id, change.user_id] for change in applied])
+            writes = member_writes(applied)
+            pairs = json.dumps([[c.guild_id, c.user_id] for c in (*writes.upserts, *writes.removals)])
             async with db.execute(
                 "SELECT guild_id, user_id FROM members WHERE (guild_id, user_id) IN"
                 " (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
                 (pairs,),
             ) as cursor:
-                present = {(row[0], row[1]) for row in await cursor.fetchall()}
-            writes = member_writes(applied, present)
+                present = [(row[0], row[1]) for row in await cursor.fetchall()]
             if writes.upserts:
                 await db.executemany(_UPSERT_CHANGE, [_change_row(c) for c in writes.upserts])
             if writes.removals:
@@ -552,7 +552,7 @@ class SqliteStore:
                     "DELETE FROM members WHERE guild_id = ? AND user_id = ?",
                     [(c.guild_id, c.user_id) for c in writes.removals],
                 )
-            for guild_id, delta in writes.count_deltas.items():
+            for guild_id, delta in count_deltas(writes, present).items():
                 if delta:
                     await self._add_to_member_count(db, guild_id, delta)
             await _add_events(

@@ -44,7 +44,7 @@ async def test_a_links_life_is_announced_in_order(store: Store) -> None:
 
 async def test_member_changes_apply_in_order_keep_counts_and_are_announced(store: Store) -> None:
     await store.save_link(a_link(7))
-    await store.upsert_members(7, [a_member(1), a_member(2)], datetime.now(UTC))
+    await store.upsert_members(7, [a_member(1), a_member(2), a_member(6)], datetime.now(UTC))
     after = (await store.list_events())[-1].id
     applied = await store.apply_member_changes(
         [
@@ -54,14 +54,16 @@ async def test_member_changes_apply_in_order_keep_counts_and_are_announced(store
             change(JOINED, 3),
             change(LEFT, 3),  # joined and left within one batch: gone
             change(LEFT, 4),  # never stored
+            change(LEFT, 6),
+            change(JOINED, 6),  # left and came back within one batch: stored, counted once
             change(JOINED, 5, guild_id=99),  # not linked: ignored
         ]
     )
-    assert applied == 6
+    assert applied == 8
     members = {m.user_id: m for m in await store.list_members(7)}
-    assert set(members) == {1} and members[1].nick == "second"
+    assert set(members) == {1, 6} and members[1].nick == "second"
     link = await store.get_link(7)
-    assert link is not None and link.member_count == 1 == await store.count_members(7)
+    assert link is not None and link.member_count == 2 == await store.count_members(7)
     assert await types(store, after) == [
         "member.updated",
         "member.updated",
@@ -69,6 +71,8 @@ async def test_member_changes_apply_in_order_keep_counts_and_are_announced(store
         "member.joined",
         "member.left",
         "member.left",
+        "member.left",
+        "member.joined",
     ]
     assert await store.list_members(99) == []
 
