@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,18 @@ from web.oauth import USER_AGENT, DiscordOAuthClient, DiscordOAuthError, Invalid
 from web.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
+
+# Objects the collector's youngest generation takes before a collection (CPython's default: 700). A storm
+# queues tens of thousands of member events faster than they are committed; at 700 they set off a full
+# collection of the growing queue every few thousand events, about 0.6 s in a 55,000-event storm
+# (bench.storm). Garbage without cycles is freed at once either way; only cycles wait longer.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Set the process's collector for a server that holds bursts of young objects (see GC_YOUNG_THRESHOLD)."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 class CannotListenError(Exception):

@@ -32,7 +32,7 @@ from config import (
     parse_settings,
     read_environment,
 )
-from lifecycle import CannotListenError, run_guildlink
+from lifecycle import CannotListenError, run_guildlink, tune_garbage_collector
 from log_format import JsonFormatter
 from printable import printable
 from store import StoreUnavailableError, is_postgres_url, open_store, sqlite_path
@@ -378,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_SETTINGS
     setup_logging(settings.log_level, settings.log_format)
+    tune_garbage_collector()
     if run is not None:
         return asyncio.run(serve_with_sandbox(run, members=args.sandbox_members, guilds=args.sandbox_guilds))
     return asyncio.run(serve(settings))

@@ -19,6 +19,7 @@ import discord
 from bot.client import GuildlinkBot, bot_intents
 from bot.discord_internals import discord_endpoint, use_gateway_url
 from config import parse_settings
+from lifecycle import tune_garbage_collector
 from store import Link, open_store
 
 STORM_EVENTS = ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE")
@@ -86,10 +87,11 @@ async def bare(sandbox: dict[str, Any], guild_id: int, updates: int, removals: i
     @client.event
     async def on_ready() -> None:
         watch = RssWatch()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result["sandbox_seconds"] = await start_storm(sandbox, guild_id, updates, removals)
         await wait_until(lambda: seen["events"] >= updates + removals)
         result["seconds"] = time.perf_counter() - started
+        result["cpu_seconds"] = time.process_time() - cpu_started
         result["rss_growth_mb"] = watch.stop()
         await client.close()
 
@@ -113,6 +115,7 @@ async def ours(
     sandbox: dict[str, Any], guild_id: int, updates: int, removals: int, database_url: str
 ) -> dict[str, Any]:
     """GuildlinkBot with the guild linked and synced: from the storm's start to its last event stored."""
+    tune_garbage_collector()  # as main.py sets up the process
     settings = parse_settings(
         {
             "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
@@ -138,10 +141,11 @@ async def ours(
         await bot.member_sync.wait_idle()
         before = await store.count_members(guild_id)
         watch = RssWatch()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         sandbox_seconds = await start_storm(sandbox, guild_id, updates, removals)
         await wait_until(lambda: bot.member_events.stored >= updates + removals)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         growth = watch.stop()
         after = await store.count_members(guild_id)
         stormed = sum(
@@ -155,6 +159,7 @@ async def ours(
     assert after == before - removals and stormed == after, (before, after, stormed)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "sandbox_seconds": sandbox_seconds,
         "rss_growth_mb": growth,
         "events": updates + removals,

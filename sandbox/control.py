@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import asdict
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _UNSET_KEYS = ("nick", "roles", "username", "global_name", "avatar")
+# How many events of a storm are made between turns of the gateway's writers.
+STORM_STREAM_EVERY = 100
 
 
 def _error(message: str, status: int = 400) -> web.Response:
@@ -173,8 +176,10 @@ class ControlHandlers:
         started = time.perf_counter()
         for index, user_id in enumerate(user_ids[:updates]):
             self.sandbox.update_member(guild_id, user_id, nick=f"storm {index}")
-        for user_id in user_ids[len(user_ids) - removals :]:
+            await _let_gateway_send(index)
+        for index, user_id in enumerate(user_ids[len(user_ids) - removals :]):
             self.sandbox.remove_member(guild_id, user_id)
+            await _let_gateway_send(index)
         return json_response({"events": updates + removals, "seconds": time.perf_counter() - started})
 
     async def add_bot(self, request: web.Request) -> web.Response:
@@ -242,3 +247,13 @@ class ControlHandlers:
         body = await self._body(request)
         await self.sandbox.send_invalid_session(bool(body.get("resumable", False)))
         return json_response({})
+
+
+async def _let_gateway_send(index: int) -> None:
+    """Every STORM_STREAM_EVERY events, let the gateway's writers send what is queued.
+
+    Discord streams a burst as it happens; queuing all of it first and sending it after would hold the
+    first event back for as long as the whole storm takes to make.
+    """
+    if index % STORM_STREAM_EVERY == STORM_STREAM_EVERY - 1:
+        await asyncio.sleep(0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from lifecycle import GC_YOUNG_THRESHOLD, tune_garbage_collector
 from main import EXIT_DATABASE, EXIT_SETTINGS, print_status
 from store import Link, SyncPhase, SyncState, open_store
 from tests.harness import free_port
@@ -78,3 +80,13 @@ async def test_status_without_a_sqlite_file_says_nothing_is_linked_and_creates_n
     assert await print_status(f"sqlite:///{tmp_path / 'missing.db'}") == 0
     assert capsys.readouterr().out.startswith("No database at ")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_the_process_collects_young_objects_less_often_than_cpython_by_default() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_garbage_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
