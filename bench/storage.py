@@ -181,7 +181,7 @@ FLOOR_COLUMNS = (
 
 async def main(args: BenchArgs) -> list[Table]:
     sizes = [5_000] if args.smoke else ([100_000, 1_000_000] if args.full else [100_000])
-    rounds = 1 if args.smoke else 3
+    rounds = 1 if args.smoke else max(3, args.rounds)
     tables = []
     if "sqlite" in args.engines:
         tables.append(await _sqlite(sizes, rounds))

@@ -112,7 +112,7 @@ _CHANGE_COLUMNS = ("guild_id", *_MEMBER_COLUMNS, "changed_at")
 # One statement: the merge, and the link's member count raised by the rows it inserted. A row the merge
 # inserted has no xmax; one it updated carries the updating transaction's id there, as the row's lock. (PG 15
 # has no MERGE ... RETURNING merge_action(); the alternative, probing the primary key for each chunk row
-# before the merge, cost a fifth of a chunk's time.)
+# before the merge, cost a quarter of the merge's time.)
 _MERGE_CHUNK = """
 WITH merged AS (
     INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
