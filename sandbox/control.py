@@ -165,8 +165,11 @@ class ControlHandlers:
         how long the sandbox took to dispatch them.
         """
         guild_id, _ = self._ids(request)
-        body = await self._body(request)
-        updates, removals = int(body.get("updates", 0)), int(body.get("removals", 0))
+        try:
+            body = await self._body(request)
+            updates, removals = int(body.get("updates", 0)), int(body.get("removals", 0))
+        except (SandboxError, ValueError, TypeError):
+            return _error("updates and removals must be whole numbers in a JSON object")
         try:
             user_ids = [int(m["user"]["id"]) for m in self.sandbox.members(guild_id)]
         except SandboxError as exc:

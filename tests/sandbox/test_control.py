@@ -102,3 +102,21 @@ async def test_huge_guild_is_cheap_to_create() -> None:
     assert len(last) == 8
     names = {m.user.username for m in islice(second.iter_members(), 2000)}
     assert len(names) == 2000
+
+
+async def test_a_storm_changes_the_members_it_names_and_refuses_bad_numbers(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    gid = sandbox.managed_guilds()[0].id
+    url = f"{sandbox.base_url}/_sandbox/guilds/{gid}/storm"
+    for body in ({"updates": "many"}, {"removals": [1]}, ["updates"], {"updates": 10**9}, {"updates": -1}):
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 400, body
+            assert "error" in await resp.json()
+    ids = [m["user"]["id"] for m in sandbox.members(gid)]
+    updates = min(250, len(ids))
+    async with http.post(url, json={"updates": updates, "removals": 3}) as resp:
+        assert resp.status == 200 and (await resp.json())["events"] == updates + 3
+    stormed = {m["user"]["id"] for m in sandbox.members(gid) if (m["nick"] or "").startswith("storm ")}
+    assert len(sandbox.members(gid)) == len(ids) - 3
+    assert stormed == set(ids[:updates]) - set(ids[-3:])
