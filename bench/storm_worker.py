@@ -19,7 +19,6 @@ import discord
 from bot.client import GuildlinkBot, bot_intents
 from bot.discord_internals import discord_endpoint, use_gateway_url
 from config import parse_settings
-from lifecycle import tune_garbage_collector
 from store import Link, open_store
 
 STORM_EVENTS = ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE")
@@ -115,7 +114,10 @@ async def ours(
     sandbox: dict[str, Any], guild_id: int, updates: int, removals: int, database_url: str
 ) -> dict[str, Any]:
     """GuildlinkBot with the guild linked and synced: from the storm's start to its last event stored."""
-    tune_garbage_collector()  # as main.py sets up the process
+    # As main.py sets up the process; imported here, so that bare's side does not load our web stack.
+    from lifecycle import tune_garbage_collector
+
+    tune_garbage_collector()
     settings = parse_settings(
         {
             "DISCORD_CLIENT_ID": str(sandbox["client_id"]),

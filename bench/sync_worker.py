@@ -20,7 +20,6 @@ from bench.common import peak_rss_mb
 from bot.client import GuildlinkBot, bot_intents
 from bot.discord_internals import discord_endpoint, use_gateway_url
 from config import parse_settings
-from lifecycle import tune_garbage_collector
 from store import Link, open_store
 
 
@@ -67,7 +66,10 @@ async def _endpoint(base_url: str) -> AsyncIterator[None]:
 
 async def ours(sandbox: dict[str, Any], guild_id: int, database_url: str) -> dict[str, Any]:
     """GuildlinkBot: from the hand-off "guild G is linked" to the last member committed in the database."""
-    tune_garbage_collector()  # as main.py sets up the process
+    # As main.py sets up the process; imported here, so that bare's side does not load our web stack.
+    from lifecycle import tune_garbage_collector
+
+    tune_garbage_collector()
     settings = parse_settings(
         {
             "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
