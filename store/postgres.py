@@ -489,19 +489,7 @@ class PostgresStore:
     ) -> int | None:
         given = list(members)
         # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
-        chunk = [
-            (
-                m.user_id,
-                m.username,
-                m.global_name,
-                m.nick,
-                m.avatar,
-                m.bot,
-                _roles_literal(m.roles),
-                m.joined_at,
-            )
-            for m in {member.user_id: member for member in given}.values()
-        ]
+        chunk = [_staged(m) for m in {member.user_id: member for member in given}.values()]
         async with self._transaction(durable=False, staging=_STAGING) as conn:
             link = await _lock_link(conn, guild_id)
             if link is None or not link.active:
@@ -801,10 +789,14 @@ async def _add_to_member_count(conn: asyncpg.Connection, guild_id: int, delta: i
 
 
 def _change_row(change: MemberChange) -> tuple[Any, ...]:
-    m = change.member
-    assert m is not None
+    """A row of member_change_batch (_CHANGE_COLUMNS)."""
+    assert change.member is not None
+    return (change.guild_id, *_staged(change.member), change.received_at)
+
+
+def _staged(m: Member) -> tuple[Any, ...]:
+    """A row of member_chunk (_MEMBER_COLUMNS)."""
     return (
-        change.guild_id,
         m.user_id,
         m.username,
         m.global_name,
@@ -813,16 +805,7 @@ def _change_row(change: MemberChange) -> tuple[Any, ...]:
         m.bot,
         _roles_literal(m.roles),
         m.joined_at,
-        change.received_at,
     )
-
-
-def _staged(members: Iterable[Member]) -> list[tuple[Any, ...]]:
-    """Rows of member_chunk (_MEMBER_COLUMNS) for `members`."""
-    return [
-        (m.user_id, m.username, m.global_name, m.nick, m.avatar, m.bot, _roles_literal(m.roles), m.joined_at)
-        for m in members
-    ]
 
 
 def _roles_literal(roles: tuple[int, ...]) -> str:

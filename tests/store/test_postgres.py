@@ -152,7 +152,9 @@ async def test_merging_a_chunk_probes_the_guilds_members_instead_of_reading_them
         async with db.transaction():  # EXPLAIN alone plans the merge without running it
             await db.execute(_STAGING)
             chunk = [a_member(i) for i in range(30_000, 31_000)]
-            await db.copy_records_to_table("member_chunk", records=_staged(chunk), columns=_MEMBER_COLUMNS)
+            await db.copy_records_to_table(
+                "member_chunk", records=[_staged(m) for m in chunk], columns=_MEMBER_COLUMNS
+            )
             plan = "\n".join(
                 row[0]
                 for row in await db.fetch(f"EXPLAIN {_MERGE_CHUNK}", 7, datetime.now(UTC), datetime.now(UTC))
