@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +14,10 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.client import GuildlinkBot, bot_intents
+from bench.running_bot import running_bot
+from bot.client import bot_intents
 from bot.discord_internals import discord_endpoint, use_gateway_url
-from config import parse_settings
-from store import Link, open_store
+from store import Link
 
 STORM_EVENTS = ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE")
 
@@ -104,40 +102,12 @@ async def bare(sandbox: dict[str, Any], guild_id: int, updates: int, removals: i
     return result
 
 
-@contextlib.asynccontextmanager
-async def _endpoint(base_url: str) -> AsyncIterator[None]:
-    with discord_endpoint(base_url):
-        yield
-
-
 async def ours(
     sandbox: dict[str, Any], guild_id: int, updates: int, removals: int, database_url: str
 ) -> dict[str, Any]:
     """GuildlinkBot with the guild linked and synced: from the storm's start to its last event stored."""
-    # As main.py sets up the process; imported here, so that bare's side does not load our web stack.
-    from lifecycle import tune_garbage_collector
-
-    tune_garbage_collector()
-    settings = parse_settings(
-        {
-            "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
-            "DISCORD_CLIENT_SECRET": sandbox["client_secret"],
-            "DISCORD_BOT_TOKEN": sandbox["bot_token"],
-            "DISCORD_BASE_URL": sandbox["base_url"],
-            "DISCORD_REDIRECT_URI": sandbox["redirect_uris"][0],
-            "DATABASE_URL": database_url,
-        }
-    )
-    async with (
-        open_store(settings.database_url) as store,
-        _endpoint(sandbox["base_url"]),
-        GuildlinkBot(settings, store) as bot,
-    ):
-        task = asyncio.create_task(bot.start(settings.bot_token.reveal()))
-        while not bot.is_ready():
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    async with running_bot(sandbox, database_url) as bot:
+        store = bot.store
         link = await store.save_link(Link(guild_id, "bench", 1, "bench", ("bot",), 0, datetime.now(UTC)))
         await bot.links.guild_linked(link)
         await bot.member_sync.wait_idle()
@@ -155,8 +125,6 @@ async def ours(
             for m in await store.list_members(guild_id, limit=1_000_000)
             if m.nick and m.nick.startswith("storm ")
         )
-        await bot.close()
-        await asyncio.gather(task, return_exceptions=True)
     # Every update and removal landed: the removed are gone, every survivor carries its storm nick.
     assert after == before - removals and stormed == after, (before, after, stormed)
     return {

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import resource
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,10 @@ from typing import Any
 import discord
 
 from bench.common import peak_rss_mb
-from bot.client import GuildlinkBot, bot_intents
+from bench.running_bot import running_bot
+from bot.client import bot_intents
 from bot.discord_internals import discord_endpoint, use_gateway_url
-from config import parse_settings
-from store import Link, open_store
+from store import Link
 
 
 def cpu_seconds() -> float:
@@ -58,46 +56,17 @@ async def bare(sandbox: dict[str, Any], guild_id: int) -> dict[str, Any]:
     return result
 
 
-@contextlib.asynccontextmanager
-async def _endpoint(base_url: str) -> AsyncIterator[None]:
-    with discord_endpoint(base_url):
-        yield
-
-
 async def ours(sandbox: dict[str, Any], guild_id: int, database_url: str) -> dict[str, Any]:
     """GuildlinkBot: from the hand-off "guild G is linked" to the last member committed in the database."""
-    # As main.py sets up the process; imported here, so that bare's side does not load our web stack.
-    from lifecycle import tune_garbage_collector
-
-    tune_garbage_collector()
-    settings = parse_settings(
-        {
-            "DISCORD_CLIENT_ID": str(sandbox["client_id"]),
-            "DISCORD_CLIENT_SECRET": sandbox["client_secret"],
-            "DISCORD_BOT_TOKEN": sandbox["bot_token"],
-            "DISCORD_BASE_URL": sandbox["base_url"],
-            "DISCORD_REDIRECT_URI": sandbox["redirect_uris"][0],
-            "DATABASE_URL": database_url,
-        }
-    )
-    async with open_store(settings.database_url) as store, _endpoint(sandbox["base_url"]):
-        bot = GuildlinkBot(settings, store)
-        async with bot:
-            task = asyncio.create_task(bot.start(settings.bot_token.reveal()))
-            while not bot.is_ready():
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-            # As the callback does: commit the link, then hand it over.
-            started, cpu = time.perf_counter(), cpu_seconds()
-            link = await store.save_link(Link(guild_id, "bench", 1, "bench", ("bot",), 0, datetime.now(UTC)))
-            await bot.links.guild_linked(link)
-            await bot.member_sync.wait_idle()
-            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-            sync = await store.get_sync_state(guild_id)
-            members = await store.count_members(guild_id)
-            await bot.close()
-            await asyncio.gather(task, return_exceptions=True)
+    async with running_bot(sandbox, database_url) as bot:
+        # As the callback does: commit the link, then hand it over.
+        started, cpu = time.perf_counter(), cpu_seconds()
+        link = await bot.store.save_link(Link(guild_id, "bench", 1, "bench", ("bot",), 0, datetime.now(UTC)))
+        await bot.links.guild_linked(link)
+        await bot.member_sync.wait_idle()
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+        sync = await bot.store.get_sync_state(guild_id)
+        members = await bot.store.count_members(guild_id)
     assert sync is not None and sync.phase.value == "synced", sync
     return {"seconds": seconds, "cpu_seconds": cpu, "members": members}
 
