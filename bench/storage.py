@@ -15,7 +15,7 @@ import asyncpg
 
 from bench.common import BenchArgs, Table, fresh_database, median, postgres_server, run_standalone
 from bot.payloads import member_from_payload
-from store import Link, PostgresStore, SqliteStore, SyncPhase, SyncState
+from store import Link, PostgresStore, SqliteStore, Store, SyncPhase, SyncState
 from store.migrations.sqlite import MIGRATIONS
 
 GUILD_ID = 81384788765712384
@@ -57,21 +57,26 @@ def chunk_payloads(members: int) -> list[list[dict[str, Any]]]:
     return chunks
 
 
+async def write_as_a_sync(store: Store, chunks: list[list[dict[str, Any]]]) -> float:
+    """What a sync does per chunk: payloads to Members, one upsert transaction with the progress; seconds."""
+    # Members are written only while their guild is linked: without the link nothing would be stored.
+    await store.save_link(BENCH_LINK)
+    started = time.perf_counter()
+    stored = 0
+    for chunk in chunks:
+        members = [member_from_payload(payload) for payload in chunk]
+        stored += len(members)
+        progress = SyncState(GUILD_ID, SyncPhase.SYNCING, members_stored=stored)
+        await store.upsert_members(GUILD_ID, members, datetime.now(UTC), progress=progress)
+    seconds = time.perf_counter() - started
+    assert await store.count_members(GUILD_ID) == stored, "ours stored fewer members than it was given"
+    return seconds
+
+
 async def ours(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
-    """What a sync does per chunk: payloads to Members, one upsert transaction with the progress."""
+    """Ours on SQLite: upsert (INSERT ... ON CONFLICT DO UPDATE) per chunk."""
     async with SqliteStore.open(folder / "ours.db") as store:
-        # Members are written only while their guild is linked: without the link nothing would be stored.
-        await store.save_link(BENCH_LINK)
-        started = time.perf_counter()
-        stored = 0
-        for chunk in chunks:
-            members = [member_from_payload(payload) for payload in chunk]
-            stored += len(members)
-            progress = SyncState(GUILD_ID, SyncPhase.SYNCING, members_stored=stored)
-            await store.upsert_members(GUILD_ID, members, datetime.now(UTC), progress=progress)
-        seconds = time.perf_counter() - started
-        assert await store.count_members(GUILD_ID) == stored, "ours stored fewer members than it was given"
-        return seconds
+        return await write_as_a_sync(store, chunks)
 
 
 async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
@@ -114,19 +119,9 @@ async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
 
 
 async def ours_postgres(database_url: str, chunks: list[list[dict[str, Any]]]) -> float:
-    """What a sync does per chunk on PostgreSQL: payloads to Members, COPY to staging and one merge, progress."""
+    """Ours on PostgreSQL: COPY to staging and one merge per chunk."""
     async with PostgresStore.open(database_url) as store:
-        await store.save_link(BENCH_LINK)
-        started = time.perf_counter()
-        stored = 0
-        for chunk in chunks:
-            members = [member_from_payload(payload) for payload in chunk]
-            stored += len(members)
-            progress = SyncState(GUILD_ID, SyncPhase.SYNCING, members_stored=stored)
-            await store.upsert_members(GUILD_ID, members, datetime.now(UTC), progress=progress)
-        seconds = time.perf_counter() - started
-        assert await store.count_members(GUILD_ID) == stored, "ours stored fewer members than it was given"
-        return seconds
+        return await write_as_a_sync(store, chunks)
 
 
 async def copy_floor(database_url: str, chunks: list[list[dict[str, Any]]]) -> float:
