@@ -11,16 +11,13 @@ import platform
 import resource
 import statistics
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -182,23 +179,11 @@ def postgres_server() -> Iterator[str]:
         cluster.stop()
 
 
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the server, dropped on exit; yields its URL."""
-    name = f"guildlink_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+def fresh_database(server_url: str) -> contextlib.AbstractAsyncContextManager[str]:
+    """A new, empty database on the server, dropped on exit; yields its URL (as the tests' fixture makes)."""
+    from tests.postgres_cluster import fresh_database as made
+
+    return made(server_url, "guildlink_bench")
 
 
 async def run_side_against_guild(

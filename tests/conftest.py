@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import discord
 import pytest
 import yarl
 
 from sandbox import Sandbox, SandboxOptions
-from tests.postgres_cluster import PostgresMissingError, ThrowawayCluster
+from tests.postgres_cluster import PostgresMissingError, ThrowawayCluster, fresh_database
 
 DISCORD_IDENTIFY_INTERVAL = SandboxOptions().identify_interval
 ENGINES = ("sqlite", "postgres")
@@ -88,18 +85,8 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture
 async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
     """The URL of a new, empty database of its own for this test, dropped at teardown."""
-    name = f"guildlink_test_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_server, "guildlink_test") as url:
+        yield url
 
 
 @pytest.fixture(params=ENGINES)
