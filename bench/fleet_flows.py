@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,29 +31,19 @@ from bench.common import (
     run_standalone,
     sandbox_process,
 )
-from bench.link_flows import GUILDS, MEMBERS, ServerProcess, environment, free_ports, server_process, sizes
+from bench.link_flows import (
+    GUILDS,
+    MEMBERS,
+    Measured,
+    ServerProcess,
+    environment,
+    free_ports,
+    server_process,
+    sizes,
+)
 from bench.link_load_worker import Plan
 
 SIDES = {"one": 1, "two": 2}
-
-
-@dataclass
-class Measured:
-    """One side at one concurrency, pooled over the rounds."""
-
-    callback_ms: list[float] = field(default_factory=list)
-    flows: int = 0
-    elapsed_s: float = 0.0
-    servers_cpu_s: float = 0.0
-    served: int = 0
-
-    @property
-    def flows_per_s(self) -> float:
-        return self.flows / self.elapsed_s
-
-    @property
-    def cpu_ms_per_flow(self) -> float:
-        return self.servers_cpu_s * 1000 / self.served
 
 
 @dataclass
@@ -135,7 +125,7 @@ async def measure(one_side: Side, plan: Plan, into: Measured) -> None:
     into.callback_ms += outcome["callback_ms"]
     into.flows += len(outcome["callback_ms"])
     into.elapsed_s += outcome["elapsed_s"]
-    into.servers_cpu_s += cpu_after - cpu_before
+    into.server_cpu_s += cpu_after - cpu_before  # every server of the side
     into.served += plan.flows + plan.warmup * plan.concurrency
 
 

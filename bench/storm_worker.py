@@ -14,9 +14,8 @@ from typing import Any
 import aiohttp
 import discord
 
-from bench.running_bot import running_bot
+from bench.sandbox_sides import run_bare, running_bot
 from bot.client import bot_intents
-from bot.discord_internals import discord_endpoint, use_gateway_url
 from store import Link
 
 STORM_EVENTS = ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE")
@@ -92,12 +91,7 @@ async def bare(sandbox: dict[str, Any], guild_id: int, updates: int, removals: i
         result["rss_growth_mb"] = watch.stop()
         await client.close()
 
-    with discord_endpoint(sandbox["base_url"]):
-        await client.login(sandbox["bot_token"])
-        _, url, _ = await client.http.get_bot_gateway()
-        use_gateway_url(url)
-        async with client:
-            await client.connect()
+    await run_bare(client, sandbox)
     result["events"] = seen["events"]
     return result
 

@@ -15,9 +15,8 @@ from typing import Any
 import discord
 
 from bench.common import peak_rss_mb
-from bench.running_bot import running_bot
+from bench.sandbox_sides import run_bare, running_bot
 from bot.client import bot_intents
-from bot.discord_internals import discord_endpoint, use_gateway_url
 from store import Link
 
 
@@ -47,12 +46,7 @@ async def bare(sandbox: dict[str, Any], guild_id: int) -> dict[str, Any]:
         )
         await client.close()
 
-    with discord_endpoint(sandbox["base_url"]):
-        await client.login(sandbox["bot_token"])
-        _, url, _ = await client.http.get_bot_gateway()
-        use_gateway_url(url)
-        async with client:
-            await client.connect()
+    await run_bare(client, sandbox)
     return result
 
 

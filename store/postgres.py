@@ -548,19 +548,17 @@ class PostgresStore:
             return _rowcount(await conn.execute("DELETE FROM events WHERE created_at < $1", before))
 
     async def remove_member(self, guild_id: int, user_id: int) -> None:
-        async with self._transaction(durable=False) as conn:
-            await _lock_active_link(conn, guild_id)
-            status = await conn.execute(
-                "DELETE FROM members WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
-            )
-            if removed := _rowcount(status):
-                await _add_to_member_count(conn, guild_id, -removed)
+        await self._remove_members(guild_id, "user_id = $2", user_id)
 
     async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
+        return await self._remove_members(guild_id, "last_seen < $2", since)
+
+    async def _remove_members(self, guild_id: int, condition: str, value: Any) -> int:
+        """Delete the guild's members that meet `condition` ($2 is `value`) and lower its member count."""
         async with self._transaction(durable=False) as conn:
             await _lock_active_link(conn, guild_id)
             status = await conn.execute(
-                "DELETE FROM members WHERE guild_id = $1 AND last_seen < $2", guild_id, since
+                f"DELETE FROM members WHERE guild_id = $1 AND {condition}", guild_id, value
             )
             if removed := _rowcount(status):
                 await _add_to_member_count(conn, guild_id, -removed)
@@ -574,7 +572,7 @@ class PostgresStore:
             after,
             limit,
         )
-        return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]
+        return _members(rows)
 
     async def search_members(
         self, guild_id: int, text: str, *, after: int = 0, limit: int = 100
@@ -590,7 +588,7 @@ class PostgresStore:
             contains_pattern(text),
             limit,
         )
-        return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]
+        return _members(rows)
 
     async def count_members(self, guild_id: int) -> int:
         rows = await self._fetch("SELECT COUNT(*) FROM members WHERE guild_id = $1", guild_id)
@@ -792,6 +790,11 @@ def _change_row(change: MemberChange) -> tuple[Any, ...]:
     """A row of member_change_batch (_CHANGE_COLUMNS)."""
     assert change.member is not None
     return (change.guild_id, *_staged(change.member), change.received_at)
+
+
+def _members(rows: Iterable[Sequence[Any]]) -> list[Member]:
+    """Members from rows of (user_id, username, global_name, nick, avatar, bot, roles, joined_at)."""
+    return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]
 
 
 def _staged(m: Member) -> tuple[Any, ...]:

@@ -123,11 +123,15 @@ _UPSERT_CHANGE = (
 
 
 def _change_row(change: MemberChange) -> tuple[Any, ...]:
-    m = change.member
-    assert m is not None
+    assert change.member is not None
     at = _time(change.received_at)
+    return _member_row(change.guild_id, change.member, at, at)
+
+
+def _member_row(guild_id: int, m: Member, last_seen: str, at: str) -> tuple[Any, ...]:
+    """The parameters of _UPSERT_CHUNK (`at`: the chunk's snapshot) or _UPSERT_CHANGE (`at`: changed_at)."""
     return (
-        change.guild_id,
+        guild_id,
         m.user_id,
         m.username,
         m.global_name,
@@ -136,7 +140,7 @@ def _change_row(change: MemberChange) -> tuple[Any, ...]:
         m.bot,
         _roles_text(m.roles),
         m.joined_at,
-        at,
+        last_seen,
         at,
     )
 
@@ -478,22 +482,7 @@ class SqliteStore:
         seen = _time(seen_at)
         # A member a gateway event changed after the snapshot (a sync's request) keeps the event's data.
         snapshot = _time(snapshot_at or seen_at)
-        rows = [
-            (
-                guild_id,
-                m.user_id,
-                m.username,
-                m.global_name,
-                m.nick,
-                m.avatar,
-                m.bot,
-                _roles_text(m.roles),
-                m.joined_at,
-                seen,
-                snapshot,
-            )
-            for m in members
-        ]
+        rows = [_member_row(guild_id, m, seen, snapshot) for m in members]
         user_ids = json.dumps(list({row[1] for row in rows}))
         async with self._transaction(durable=False) as db:
             # Checked inside the transaction: an unlink commits either before this (nothing is written)
@@ -580,17 +569,16 @@ class SqliteStore:
             return cursor.rowcount
 
     async def remove_member(self, guild_id: int, user_id: int) -> None:
-        async with self._transaction(durable=False) as db:
-            cursor = await db.execute(
-                "DELETE FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            )
-            if cursor.rowcount:
-                await self._add_to_member_count(db, guild_id, -cursor.rowcount)
+        await self._remove_members(guild_id, "user_id = ?", user_id)
 
     async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
+        return await self._remove_members(guild_id, "last_seen < ?", _time(since))
+
+    async def _remove_members(self, guild_id: int, condition: str, value: Any) -> int:
+        """Delete the guild's members that meet `condition` (its ? is `value`) and lower its member count."""
         async with self._transaction(durable=False) as db:
             cursor = await db.execute(
-                "DELETE FROM members WHERE guild_id = ? AND last_seen < ?", (guild_id, _time(since))
+                f"DELETE FROM members WHERE guild_id = ? AND {condition}", (guild_id, value)
             )
             removed = cursor.rowcount
             if removed:

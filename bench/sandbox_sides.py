@@ -1,4 +1,4 @@
-"""The ours side of a benchmark worker: GuildlinkBot against the sandbox, set up as main.py sets up the process."""
+"""A benchmark worker's two sides against the sandbox: bare discord.py, and GuildlinkBot set up as main.py would."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import discord
+
 from bot.client import GuildlinkBot
-from bot.discord_internals import discord_endpoint
+from bot.discord_internals import discord_endpoint, use_gateway_url
 from config import parse_settings
 from store import open_store
+
+
+async def run_bare(client: discord.Client, sandbox: dict[str, Any]) -> None:
+    """Connect a bare client to the sandbox's gateway and return when it is closed (by its own handlers)."""
+    with discord_endpoint(sandbox["base_url"]):
+        await client.login(sandbox["bot_token"])
+        _, url, _ = await client.http.get_bot_gateway()
+        use_gateway_url(url)
+        async with client:
+            await client.connect()
 
 
 @contextlib.asynccontextmanager
