@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,11 @@ async def ours(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
         return await write_as_a_sync(store, chunks)
 
 
-async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
-    """The same rows, already tuples, inserted by a plain executemany per chunk: nothing to convert."""
-    seen = datetime.now(UTC).isoformat()
-    rows = [
+def floor_rows(
+    chunks: list[list[dict[str, Any]]], seen: object, roles: Callable[[list[str]], object]
+) -> list[list[tuple[Any, ...]]]:
+    """The floors' rows, made before timing: the members columns, roles in the engine's own form."""
+    return [
         [
             (
                 GUILD_ID,
@@ -92,7 +94,7 @@ async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
                 p.get("nick"),
                 p["user"].get("avatar"),
                 bool(p["user"].get("bot")),
-                " ".join(p["roles"]),
+                roles(p["roles"]),
                 p["joined_at"],
                 seen,
             )
@@ -100,6 +102,12 @@ async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
         ]
         for chunk in chunks
     ]
+
+
+async def floor(folder: Path, chunks: list[list[dict[str, Any]]]) -> float:
+    """The same rows, already tuples, inserted by a plain executemany per chunk: nothing to convert."""
+    seen = datetime.now(UTC).isoformat()
+    rows = floor_rows(chunks, seen, lambda roles: " ".join(roles))
     async with aiosqlite.connect(folder / "floor.db", isolation_level=None) as db:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
@@ -127,24 +135,7 @@ async def ours_postgres(database_url: str, chunks: list[list[dict[str, Any]]]) -
 async def copy_floor(database_url: str, chunks: list[list[dict[str, Any]]]) -> float:
     """The same rows, already tuples, copied straight into the members table, one transaction per chunk."""
     seen = datetime.now(UTC)
-    rows = [
-        [
-            (
-                GUILD_ID,
-                int(p["user"]["id"]),
-                p["user"]["username"],
-                p["user"].get("global_name"),
-                p.get("nick"),
-                p["user"].get("avatar"),
-                bool(p["user"].get("bot")),
-                [int(role) for role in p["roles"]],
-                p["joined_at"],
-                seen,
-            )
-            for p in chunk
-        ]
-        for chunk in chunks
-    ]
+    rows = floor_rows(chunks, seen, lambda roles: [int(role) for role in roles])
     # The store's schema (its migrations), then a bare connection with the durability ours uses for members.
     async with PostgresStore.open(database_url):
         pass
