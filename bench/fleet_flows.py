@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,7 +27,6 @@ from bench.common import (
     median,
     percentile,
     postgres_server,
-    run_json_worker,
     run_standalone,
     sandbox_process,
 )
@@ -38,6 +37,7 @@ from bench.link_flows import (
     ServerProcess,
     environment,
     free_ports,
+    measure,
     server_process,
     sizes,
 )
@@ -113,20 +113,6 @@ async def side(
             servers.append(server)
         url = await stack.enter_async_context(proxy_process(proxy_port, [s.url for s in servers], log))
         yield Side(servers, url)
-
-
-async def measure(one_side: Side, plan: Plan, into: Measured) -> None:
-    cpu_before = await one_side.cpu_seconds()
-    outcome = await run_json_worker("bench.link_load_worker", json.dumps(asdict(plan)))
-    cpu_after = await one_side.cpu_seconds()
-    if outcome["failures"]:
-        failures = outcome["failures"]
-        raise RuntimeError(f"{len(failures)} flows failed, first: {failures[:3]}")
-    into.callback_ms += outcome["callback_ms"]
-    into.flows += len(outcome["callback_ms"])
-    into.elapsed_s += outcome["elapsed_s"]
-    into.server_cpu_s += cpu_after - cpu_before  # every server of the side
-    into.served += plan.flows + plan.warmup * plan.concurrency
 
 
 async def main(args: BenchArgs) -> list[Table]:

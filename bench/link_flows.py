@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 from bench.common import (
@@ -156,8 +156,14 @@ def environment(sandbox: dict[str, Any], redirect_uri: str, data_dir: Path) -> d
     }
 
 
-async def measure(server: ServerProcess, plan: Plan, into: Measured) -> None:
-    """One load process against one server; adds its timed flows and the server's CPU to `into`."""
+class Served(Protocol):
+    """What serves the flows (one server process, or several behind a proxy) and can say its CPU time."""
+
+    async def cpu_seconds(self) -> float: ...
+
+
+async def measure(server: Served, plan: Plan, into: Measured) -> None:
+    """One load process against one server (or side); adds its timed flows and the server's CPU to `into`."""
     cpu_before = await server.cpu_seconds()
     outcome = await run_json_worker("bench.link_load_worker", json.dumps(asdict(plan)))
     cpu_after = await server.cpu_seconds()

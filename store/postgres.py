@@ -80,8 +80,7 @@ _MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot"
 # made by the first chunk a connection writes, and kept by the pool (see _reset_pooled). Roles arrive as the
 # array's text form ('{1,2}') and are cast in the merge: asyncpg encodes an int array with several abstract
 # class checks per element, and text made the COPY of a 1,000-member chunk a fifth faster.
-_STAGING = """
-CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
+_STAGED_MEMBER = """
     user_id BIGINT NOT NULL,
     username TEXT NOT NULL,
     global_name TEXT,
@@ -89,26 +88,15 @@ CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk (
     avatar TEXT,
     bot BOOLEAN NOT NULL,
     roles TEXT NOT NULL,
-    joined_at TEXT
-) ON COMMIT DELETE ROWS
-"""
+    joined_at TEXT"""
+_STAGING = f"CREATE TEMPORARY TABLE IF NOT EXISTS member_chunk ({_STAGED_MEMBER}\n) ON COMMIT DELETE ROWS"
 
 # The same for a batch of member events: any guilds, each row stamped with when its event arrived. The
 # writer has left at most one change per member in it, so one merge touches no row twice.
-_CHANGE_STAGING = """
-CREATE TEMPORARY TABLE IF NOT EXISTS member_change_batch (
-    guild_id BIGINT NOT NULL,
-    user_id BIGINT NOT NULL,
-    username TEXT NOT NULL,
-    global_name TEXT,
-    nick TEXT,
-    avatar TEXT,
-    bot BOOLEAN NOT NULL,
-    roles TEXT NOT NULL,
-    joined_at TEXT,
-    changed_at TIMESTAMPTZ NOT NULL
-) ON COMMIT DELETE ROWS
-"""
+_CHANGE_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS member_change_batch (\n    guild_id BIGINT NOT NULL,"
+    f"{_STAGED_MEMBER},\n    changed_at TIMESTAMPTZ NOT NULL\n) ON COMMIT DELETE ROWS"
+)
 _CHANGE_COLUMNS = ("guild_id", *_MEMBER_COLUMNS, "changed_at")
 
 # One statement: the merge, and the link's member count raised by the rows it inserted. A row the merge
