@@ -78,8 +78,8 @@ _MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot"
 # Each connection's own staging table for a chunk of members, emptied at every commit: COPY fills it, one
 # INSERT ... SELECT merges it. Temporary tables are not written to the WAL, and each session has its own;
 # made by the first chunk a connection writes, and kept by the pool (see _reset_pooled). Roles arrive as the
-# array's text form ('{1,2}') and are cast in the merge: asyncpg encodes an int array with several abstract
-# class checks per element, and text made the COPY of a 1,000-member chunk a fifth faster.
+# array's text form ('{1,2}') and are cast in the merge: asyncpg checks an int array against three abstract
+# classes and each element against one, and text made the COPY of a 1,000-member chunk a fifth faster.
 _STAGED_MEMBER = """
     user_id BIGINT NOT NULL,
     username TEXT NOT NULL,
