@@ -81,6 +81,12 @@ SETTINGS_TABLE: tuple[SettingInfo, ...] = (
     SettingInfo("SHARD_COUNT", None, "shards across every process", "Discord's recommended count"),
     SettingInfo("SHARD_IDS", None, "the shards this process runs, e.g. 0,1,2,3", "all of SHARD_COUNT"),
     SettingInfo("EVENT_RETENTION_DAYS", "7", "how long the event feed keeps each event, in days"),
+    SettingInfo(
+        "RECONCILE_HOLD_SHARE",
+        "0.1",
+        "a resync that would remove more than this share of a guild's members (and RECONCILE_HOLD_MIN) is held",
+    ),
+    SettingInfo("RECONCILE_HOLD_MIN", "50", "the fewest removals that hold a resync for confirmation"),
     SettingInfo("WEBHOOK_URL", None, "POST each event, signed, here (with WEBHOOK_SECRET)"),
     SettingInfo("WEBHOOK_SECRET", None, "the webhooks' HMAC key, 32+ characters"),
     SettingInfo("WEBHOOK_EVENTS", "*", "which event types are POSTed, e.g. guild.*"),
@@ -158,6 +164,10 @@ class Settings:
     shard_ids: tuple[int, ...] | None = None
     # The event feed (GET /api/events, webhooks) keeps each event this long.
     event_retention_days: int = 7
+    # A resync that would remove more than this share of a guild's stored members, and at least this many,
+    # applies its joins and changes but holds its removals for confirmation (Discord's list may be short).
+    reconcile_hold_share: float = 0.1
+    reconcile_hold_min: int = 50
     # Webhooks: every event of the feed POSTed to webhook_url, signed with webhook_secret; None: off.
     # Out of the repr: a URL may carry credentials. Show it with masked_url().
     webhook_url: str | None = field(default=None, repr=False)
@@ -353,6 +363,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     event_retention_days = _int_setting(
         get("EVENT_RETENTION_DAYS"), "EVENT_RETENTION_DAYS", problems, minimum=1, maximum=3650
     )
+    reconcile_hold_share = _share_setting(get("RECONCILE_HOLD_SHARE"), "RECONCILE_HOLD_SHARE", problems)
+    reconcile_hold_min = _int_setting(get("RECONCILE_HOLD_MIN"), "RECONCILE_HOLD_MIN", problems, minimum=1)
     webhook_url, webhook_secret, webhook_events = _webhook_settings(
         get("WEBHOOK_URL"), get("WEBHOOK_SECRET"), get("WEBHOOK_EVENTS") or "*", problems
     )
@@ -383,6 +395,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         metrics=metrics,
         trusted_proxies=trusted_proxies,
         event_retention_days=event_retention_days,
+        reconcile_hold_share=reconcile_hold_share,
+        reconcile_hold_min=reconcile_hold_min,
         webhook_url=webhook_url,
         webhook_secret=Secret(webhook_secret) if webhook_secret else None,
         webhook_events=webhook_events,
@@ -513,6 +527,18 @@ def _float_setting(raw: str | None, name: str, problems: list[str], *, maximum: 
         return 0.0
     if not 0 <= value <= maximum:
         problems.append(f"{name} must be between 0 and {maximum:g} seconds.")
+    return value
+
+
+def _share_setting(raw: str | None, name: str, problems: list[str]) -> float:
+    """A share from 0 to 1 (0: hold any resync that removes at least the minimum; 1: never hold)."""
+    try:
+        value = float(raw or "")
+    except ValueError:
+        problems.append(f"{name} must be a share from 0 to 1, such as 0.1, not {raw!r}.")
+        return 0.0
+    if not 0 <= value <= 1:
+        problems.append(f"{name} must be a share from 0 to 1, such as 0.1, not {value:g}.")
     return value
 
 

@@ -35,7 +35,7 @@ from config import (
 from lifecycle import CannotListenError, run_guildlink, tune_garbage_collector
 from log_format import JsonFormatter
 from printable import printable
-from store import StoreUnavailableError, is_postgres_url, open_store, sqlite_path
+from store import StoreUnavailableError, SyncPhase, is_postgres_url, open_store, sqlite_path
 from web.malformed_requests import quiet_malformed_requests
 from web.oauth import InvalidClientError
 
@@ -252,6 +252,11 @@ async def print_status(database_url: str) -> int:
         )
         if sync and sync.error:
             print(f"{'':<20} error: {printable(sync.error)}")
+        if sync and sync.phase is SyncPhase.HELD:
+            print(
+                f"{'':<20} held: {sync.held_removals or 0:,} members would leave;"
+                f" confirm with POST /api/guilds/{link.guild_id}/sync/confirm or in the console"
+            )
     return 0
 
 

@@ -28,6 +28,11 @@ class Metrics:
             "guildlink_callbacks", "OAuth2 callbacks answered, by outcome", ["outcome"], registry=r
         )
         self.syncs = Counter("guildlink_syncs", "Member syncs finished, by result", ["result"], registry=r)
+        self.syncs_held = Counter(
+            "guildlink_syncs_held",
+            "Resyncs whose removals were held for confirmation (RECONCILE_HOLD_SHARE, RECONCILE_HOLD_MIN)",
+            registry=r,
+        )
         self.sync_failures = Counter(
             "guildlink_sync_failures", "Member sync attempts that failed, by reason", ["reason"], registry=r
         )

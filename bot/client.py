@@ -28,7 +28,7 @@ from bot.reachability import wait_for_discord
 from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
-from store import Store
+from store import HoldRule, Store
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,13 @@ class GuildlinkBot(discord.AutoShardedClient):
         self._unreachable: str | None = None
         self.presence = MergedPresence(self._send_presence)
         self.metrics = metrics or Metrics()
-        self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown, metrics=self.metrics)
+        self.member_sync = MemberSync(
+            store,
+            self,
+            cooldown=member_list_cooldown,
+            hold=HoldRule(settings.reconcile_hold_share, settings.reconcile_hold_min),
+            metrics=self.metrics,
+        )
         self.links = LinkedGuilds(
             store,
             self.member_sync,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from bot.payloads import member_from_payload
 from metrics import Metrics
-from store import GuildLock, Member, Store, StoreUnavailableError, SyncPhase, SyncState
+from store import GuildLock, HoldRule, Member, Store, StoreUnavailableError, SyncPhase, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class MemberSync:
         chunk_timeout: float = CHUNK_TIMEOUT,
         retry_first_wait: float = RETRY_FIRST_WAIT,
         locked_retry_wait: float = LOCKED_RETRY_WAIT,
+        hold: HoldRule | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
@@ -97,6 +98,7 @@ class MemberSync:
         self._chunk_timeout = chunk_timeout
         self._retry_first_wait = retry_first_wait
         self._locked_retry_wait = locked_retry_wait
+        self._hold = hold or HoldRule()
         self._metrics = metrics or Metrics()
         self._requests: dict[str, _ChunkRequest] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -204,7 +206,10 @@ class MemberSync:
             sync = await self._store.get_sync_state(guild_id)
         except StoreUnavailableError:
             return False
-        return sync is not None and sync.phase is SyncPhase.SYNCED and (sync.synced_at or since) > since
+        # Held is finished too: that sync ended, and its removals wait for a confirmation, not for us.
+        if sync is None or sync.phase not in (SyncPhase.SYNCED, SyncPhase.HELD):
+            return False
+        return (sync.updated_at or since) > since
 
     async def _record_failure(self, guild_id: int, member_count: int | None, exc: Exception) -> None:
         try:
@@ -263,26 +268,29 @@ class MemberSync:
                 log.warning("sync.gateway_failed guild=%d error=%s: using REST", guild_id, exc)
                 await self._via_rest(guild_id, progress)
         progress.check_lock()
-        removed = await self._store.remove_members_not_seen_since(guild_id, started)
-        total = await self._store.count_members(guild_id)
-        if not await self._store.save_sync_state(
-            SyncState(
-                guild_id,
-                SyncPhase.SYNCED,
-                members_stored=total,
-                member_count=total,
-                synced_at=datetime.now(UTC),
-            )
-        ):
+        # The removals, their member.left events and the final state in one transaction; a suspicious
+        # share of removals (Discord's list came back short?) is held for confirmation instead.
+        outcome = await self._store.finish_sync(guild_id, started, self._hold)
+        if outcome is None:
             raise LinkGoneError(guild_id)
+        if outcome.held:
+            self._metrics.syncs_held.inc()
+            log.warning(
+                "sync.held guild=%d members=%d would_remove=%d: confirm with POST /api/guilds/%d/sync/confirm",
+                guild_id,
+                outcome.members,
+                outcome.held,
+                guild_id,
+            )
         log.info(
-            "sync.done guild=%d members=%d removed=%d seconds=%.1f",
+            "sync.done guild=%d members=%d removed=%d held=%d seconds=%.1f",
             guild_id,
-            total,
-            removed,
+            outcome.members,
+            outcome.removed,
+            outcome.held,
             progress.elapsed(),
         )
-        return total
+        return outcome.members
 
     async def _wait_for_cooldown(self, guild_id: int, progress: _Progress) -> None:
         # In the database: the last request may have come from another process, or from this one before

@@ -8,7 +8,18 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from store.models import Event, Invite, Link, LinkedGuild, Member, MemberChange, SyncState, WebhookCursor
+from store.models import (
+    Event,
+    HoldRule,
+    Invite,
+    Link,
+    LinkedGuild,
+    Member,
+    MemberChange,
+    SyncOutcome,
+    SyncState,
+    WebhookCursor,
+)
 
 
 class GuildLock(Protocol):
@@ -81,7 +92,8 @@ class Store(Protocol):
         """Write a batch of members (and the sync's `progress`) in one transaction; return how many.
 
         A member that a gateway event changed after `snapshot_at` (when the sync asked) keeps the event's
-        data. None, and nothing written, if the guild's link is not active.
+        data. On a resync (the guild was synced before) each member the chunk adds or changes is announced
+        as member.joined or member.updated. None, and nothing written, if the guild's link is not active.
         """
 
     async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
@@ -90,10 +102,15 @@ class Store(Protocol):
         Events of guilds whose link is not active are ignored.
         """
 
-    async def remove_member(self, guild_id: int, user_id: int) -> None: ...
+    async def finish_sync(self, guild_id: int, started: datetime, hold: HoldRule) -> SyncOutcome | None:
+        """End a full sync that began at `started`: remove the members it did not see and record it synced.
 
-    async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
-        """Delete the members a full resync did not see again; return how many."""
+        On a resync each removal is announced as member.left; if `hold` holds for their number, nothing is
+        removed and the sync is recorded held (announced as sync.held). None if the link is not active.
+        """
+
+    async def confirm_held_removals(self, guild_id: int) -> SyncOutcome | None:
+        """Apply a held resync's removals, each announced as member.left; None unless the guild's sync is held."""
 
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]: ...
 

@@ -80,6 +80,9 @@ class SyncPhase(StrEnum):
     SYNCING = "syncing"
     SYNCED = "synced"
     FAILED = "failed"
+    # A resync would have removed a suspicious share of the guild's members: its joins and changes are
+    # applied, its removals wait for the operator's or backend's confirmation.
+    HELD = "held"
     # The link is inactive (unlinked, or the bot was removed): no members are kept.
     REMOVED = "removed"
 
@@ -103,6 +106,10 @@ class SyncState:
     updated_at: datetime | None = None
     # Phase WAITING: when the wait for Discord's member-list window ends.
     waiting_until: datetime | None = None
+    # Phase HELD: how many members the held resync would remove, and its cut-off: the members not seen since
+    # then (by that resync or any gateway event) are the ones a confirmation removes.
+    held_removals: int | None = None
+    held_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,7 @@ class EventType(StrEnum):
     SYNC_STARTED = "sync.started"
     GUILD_SYNCED = "guild.synced"
     SYNC_FAILED = "sync.failed"
+    SYNC_HELD = "sync.held"
     GUILD_UNLINKED = "guild.unlinked"
     GUILD_REMOVED = "guild.removed"
     MEMBER_JOINED = "member.joined"
@@ -183,7 +191,7 @@ def link_event_data(link: Link) -> dict[str, Any]:
 
 
 def sync_event(previous: str | None, sync: SyncState) -> tuple[EventType, dict[str, Any]] | None:
-    """The event a sync state's write announces: only a change of phase to syncing, synced or failed."""
+    """The event a sync state's write announces: only a change of phase to syncing, synced, failed or held."""
     # A sync that waited for Discord's window and now asks goes on: it was announced when it started.
     if previous == sync.phase.value or (
         previous == SyncPhase.WAITING.value and sync.phase is SyncPhase.SYNCING
@@ -195,6 +203,8 @@ def sync_event(previous: str | None, sync: SyncState) -> tuple[EventType, dict[s
         return EventType.GUILD_SYNCED, {"members": sync.members_stored}
     if sync.phase is SyncPhase.FAILED:
         return EventType.SYNC_FAILED, {"error": sync.error, "members_stored": sync.members_stored}
+    if sync.phase is SyncPhase.HELD:
+        return EventType.SYNC_HELD, {"would_remove": sync.held_removals, "members": sync.members_stored}
     return None
 
 
@@ -203,6 +213,27 @@ def event_data_json(data: dict[str, Any]) -> str:
     # orjson, not json: a storm writes tens of thousands of these; a member event's data took json.dumps
     # 4.2 µs and takes orjson 0.24 µs.
     return orjson.dumps(data).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRule:
+    """When a resync's removals are held for confirmation: more than `share` of the stored members, and at
+    least `minimum` of them (RECONCILE_HOLD_SHARE, RECONCILE_HOLD_MIN)."""
+
+    share: float = 0.1
+    minimum: int = 50
+
+    def holds(self, removals: int, stored: int) -> bool:
+        return removals >= self.minimum and removals > self.share * stored
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    """What finishing a sync did: members removed (each announced on a resync), or held for confirmation."""
+
+    members: int
+    removed: int
+    held: int = 0
 
 
 def member_change_data(change: MemberChange) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
@@ -21,11 +21,13 @@ from store.models import (
     UNFINISHED_PHASES,
     Event,
     EventType,
+    HoldRule,
     Invite,
     Link,
     LinkedGuild,
     Member,
     MemberChange,
+    SyncOutcome,
     SyncPhase,
     SyncState,
     WebhookCursor,
@@ -40,6 +42,16 @@ from store.postgres_locks import (
     LOCKS_APPLICATION_NAME,
     PostgresGuildLock,
     PostgresGuildLocks,
+)
+from store.reconcile import (
+    AnnouncedEvent,
+    LinkState,
+    StoredMember,
+    chunk_events,
+    held_state,
+    latest_copies,
+    left_events,
+    synced_state,
 )
 from store.write_failures import WriteFailureMemory
 
@@ -72,7 +84,10 @@ _LINK_COLUMNS = (
     "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
     " active, links.member_count"
 )
-_SYNC_COLUMNS = "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until"
+_SYNC_COLUMNS = (
+    "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until,"
+    " held_removals, held_before"
+)
 _MEMBER_COLUMNS = ("user_id", "username", "global_name", "nick", "avatar", "bot", "roles", "joined_at")
 
 # Each connection's own staging table for a chunk of members, emptied at every commit: COPY fills it, one
@@ -402,7 +417,7 @@ class PostgresStore:
             await conn.execute(
                 "INSERT INTO sync_states (guild_id, phase, updated_at) VALUES ($1, 'pending', $2)"
                 " ON CONFLICT (guild_id) DO UPDATE SET phase = 'pending', members_stored = 0, error = NULL,"
-                " updated_at = excluded.updated_at WHERE sync_states.phase = 'removed'",
+                " synced_at = NULL, updated_at = excluded.updated_at WHERE sync_states.phase = 'removed'",
                 link.guild_id,
                 now,
             )
@@ -457,9 +472,7 @@ class PostgresStore:
             )
             await conn.execute("DELETE FROM members WHERE guild_id = $1", guild_id)
             if link.active:
-                await _write_sync_state(
-                    conn, SyncState(guild_id, SyncPhase.REMOVED), previous=link.sync_phase
-                )
+                await _write_sync_state(conn, SyncState(guild_id, SyncPhase.REMOVED), previous=link.phase)
                 kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
                 await _add_events(conn, [(kind, guild_id, {})], datetime.now(UTC))
         return True
@@ -477,17 +490,53 @@ class PostgresStore:
     ) -> int | None:
         given = list(members)
         # One merge may not touch a row twice: the last of a user's duplicates wins, as in a row-by-row write.
-        chunk = [_staged(m) for m in {member.user_id: member for member in given}.values()]
+        chunk = latest_copies(given)
+        snapshot = snapshot_at or seen_at
         async with self._transaction(durable=False, staging=_STAGING) as conn:
             link = await _lock_link(conn, guild_id)
             if link is None or not link.active:
                 return None
-            await conn.copy_records_to_table("member_chunk", records=chunk, columns=_MEMBER_COLUMNS)
-            await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at, snapshot_at or seen_at)
+            events: list[AnnouncedEvent] = []
+            if link.resync:
+                stored = await _stored_members(conn, guild_id, [m.user_id for m in chunk])
+                events, _ = chunk_events(guild_id, chunk, stored, snapshot)
+            await conn.copy_records_to_table(
+                "member_chunk", records=[_staged(m) for m in chunk], columns=_MEMBER_COLUMNS
+            )
+            await conn.fetchval(_MERGE_CHUNK, guild_id, seen_at, snapshot)
+            if events:
+                await _add_events(conn, events, datetime.now(UTC))
             if progress is not None:
-                await _write_sync_state(conn, progress, previous=link.sync_phase)
+                await _write_sync_state(conn, progress, previous=link.phase)
         self._write_failures.succeeded()
         return len(given)
+
+    async def finish_sync(self, guild_id: int, started: datetime, hold: HoldRule) -> SyncOutcome | None:
+        async with self._transaction(durable=False) as conn:
+            link = await _lock_link(conn, guild_id)
+            if link is None or not link.active:
+                return None
+            unseen = await conn.fetchval(
+                "SELECT COUNT(*) FROM members WHERE guild_id = $1 AND last_seen < $2", guild_id, started
+            )
+            if link.resync and hold.holds(unseen, link.member_count):
+                await _write_sync_state(
+                    conn, held_state(guild_id, link.member_count, unseen, started), previous=link.phase
+                )
+                return SyncOutcome(link.member_count, 0, held=unseen)
+            return await _remove_unseen(conn, guild_id, started, link)
+
+    async def confirm_held_removals(self, guild_id: int) -> SyncOutcome | None:
+        async with self._transaction(durable=False) as conn:
+            link = await _lock_link(conn, guild_id)
+            if (
+                link is None
+                or not link.active
+                or link.phase != SyncPhase.HELD.value
+                or link.held_before is None
+            ):
+                return None
+            return await _remove_unseen(conn, guild_id, link.held_before, link)
 
     async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
         # Set-based, as chunks are: a storm's batch of thousands is a few statements, not a few per member.
@@ -535,23 +584,6 @@ class PostgresStore:
         async with self._transaction(durable=False) as conn:
             return _rowcount(await conn.execute("DELETE FROM events WHERE created_at < $1", before))
 
-    async def remove_member(self, guild_id: int, user_id: int) -> None:
-        await self._remove_members(guild_id, "user_id = $2", user_id)
-
-    async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
-        return await self._remove_members(guild_id, "last_seen < $2", since)
-
-    async def _remove_members(self, guild_id: int, condition: str, value: Any) -> int:
-        """Delete the guild's members that meet `condition` ($2 is `value`) and lower its member count."""
-        async with self._transaction(durable=False) as conn:
-            await _lock_active_link(conn, guild_id)
-            status = await conn.execute(
-                f"DELETE FROM members WHERE guild_id = $1 AND {condition}", guild_id, value
-            )
-            if removed := _rowcount(status):
-                await _add_to_member_count(conn, guild_id, -removed)
-            return removed
-
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]:
         rows = await self._fetch(
             "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
@@ -589,7 +621,7 @@ class PostgresStore:
             link = await _lock_link(conn, sync.guild_id)
             if link is None or not link.active:
                 return False
-            await _write_sync_state(conn, sync, previous=link.sync_phase)
+            await _write_sync_state(conn, sync, previous=link.phase)
         return True
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None:
@@ -743,29 +775,55 @@ async def _reset_pooled(conn: asyncpg.Connection) -> None:
     """
 
 
-class _LockedLink(NamedTuple):
-    active: bool
-    sync_phase: str | None
-
-
-async def _lock_link(conn: asyncpg.Connection, guild_id: int) -> _LockedLink | None:
-    """Lock the guild's link row until commit; read whether it is active and its sync's phase (None: no link).
+async def _lock_link(conn: asyncpg.Connection, guild_id: int) -> LinkState | None:
+    """Lock the guild's link row until commit; read it with its sync's state (None: no link).
 
     Every write of a guild's members or sync state takes this lock first, so they take turns per guild
     (the member count stays exact) and an unlink is ordered wholly before or after each of them.
     """
     row = await conn.fetchrow(
-        "SELECT links.active, sync_states.phase FROM links LEFT JOIN sync_states USING (guild_id)"
+        "SELECT links.active, sync_states.synced_at IS NOT NULL, sync_states.phase, sync_states.held_before,"
+        " links.member_count FROM links LEFT JOIN sync_states USING (guild_id)"
         " WHERE links.guild_id = $1 FOR NO KEY UPDATE OF links",
         guild_id,
     )
-    return None if row is None else _LockedLink(row[0], row[1])
+    return None if row is None else LinkState(row[0], bool(row[1]), row[2], row[3], row[4])
 
 
 async def _lock_active_link(conn: asyncpg.Connection, guild_id: int) -> bool:
     """Lock the guild's link row until commit and say whether it is active (see _lock_link)."""
     link = await _lock_link(conn, guild_id)
     return link is not None and link.active
+
+
+async def _stored_members(
+    conn: asyncpg.Connection, guild_id: int, user_ids: list[int]
+) -> dict[int, StoredMember]:
+    """The stored rows of `user_ids`, with when a gateway event last changed each."""
+    rows = await conn.fetch(
+        "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at, changed_at FROM members"
+        " WHERE guild_id = $1 AND user_id = ANY($2::bigint[])",
+        guild_id,
+        user_ids,
+    )
+    return {m.user_id: StoredMember(m, row[8]) for m, row in zip(_members(rows), rows, strict=True)}
+
+
+async def _remove_unseen(
+    conn: asyncpg.Connection, guild_id: int, before: datetime, link: LinkState
+) -> SyncOutcome:
+    """Remove the members not seen since `before` (announced on a resync) and record the sync as done."""
+    rows = await conn.fetch(
+        "DELETE FROM members WHERE guild_id = $1 AND last_seen < $2 RETURNING user_id", guild_id, before
+    )
+    removed = sorted(row[0] for row in rows)
+    if removed:
+        await _add_to_member_count(conn, guild_id, -len(removed))
+    if removed and link.resync:
+        await _add_events(conn, left_events(guild_id, removed), datetime.now(UTC))
+    members = link.member_count - len(removed)
+    await _write_sync_state(conn, synced_state(guild_id, members), previous=link.phase)
+    return SyncOutcome(members, len(removed))
 
 
 async def _add_to_member_count(conn: asyncpg.Connection, guild_id: int, delta: int) -> None:
@@ -804,9 +862,7 @@ def _roles_literal(roles: tuple[int, ...]) -> str:
     return "{" + ",".join(map(str, roles)) + "}"
 
 
-async def _add_events(
-    conn: asyncpg.Connection, events: Sequence[tuple[EventType, int, dict[str, Any]]], at: datetime
-) -> None:
+async def _add_events(conn: asyncpg.Connection, events: Sequence[AnnouncedEvent], at: datetime) -> None:
     """Announce changes in the feed, in the transaction that makes them."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _EVENTS_LOCK)
     # COPY numbers the rows from the id sequence in the order given.
@@ -823,10 +879,11 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previo
         await _add_events(conn, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
     await conn.execute(
         "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
-        " updated_at, waiting_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (guild_id) DO UPDATE SET"
-        " phase = excluded.phase, members_stored = excluded.members_stored,"
+        " updated_at, waiting_until, held_removals, held_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (guild_id) DO UPDATE SET phase = excluded.phase, members_stored = excluded.members_stored,"
         " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
-        " error = excluded.error, updated_at = excluded.updated_at, waiting_until = excluded.waiting_until",
+        " error = excluded.error, updated_at = excluded.updated_at, waiting_until = excluded.waiting_until,"
+        " held_removals = excluded.held_removals, held_before = excluded.held_before",
         sync.guild_id,
         sync.phase.value,
         sync.members_stored,
@@ -835,6 +892,8 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previo
         sync.error,
         sync.updated_at or datetime.now(UTC),
         sync.waiting_until,
+        sync.held_removals,
+        sync.held_before,
     )
 
 
@@ -863,4 +922,6 @@ def _sync_state(guild_id: int, row: Sequence[Any]) -> SyncState:
         error=row[4],
         updated_at=row[5],
         waiting_until=row[6],
+        held_removals=row[7],
+        held_before=row[8],
     )

@@ -25,11 +25,13 @@ from store.models import (
     UNFINISHED_PHASES,
     Event,
     EventType,
+    HoldRule,
     Invite,
     Link,
     LinkedGuild,
     Member,
     MemberChange,
+    SyncOutcome,
     SyncPhase,
     SyncState,
     WebhookCursor,
@@ -37,6 +39,16 @@ from store.models import (
     link_event_data,
     member_change_data,
     sync_event,
+)
+from store.reconcile import (
+    AnnouncedEvent,
+    LinkState,
+    StoredMember,
+    chunk_events,
+    held_state,
+    latest_copies,
+    left_events,
+    synced_state,
 )
 from store.sqlite_locks import FileGuildLocks, SqliteGuildLock
 from store.write_failures import WriteFailureMemory
@@ -145,9 +157,7 @@ def _member_row(guild_id: int, m: Member, last_seen: str, at: str) -> tuple[Any,
     )
 
 
-async def _add_events(
-    db: aiosqlite.Connection, events: Sequence[tuple[EventType, int, dict[str, Any]]], at: datetime
-) -> None:
+async def _add_events(db: aiosqlite.Connection, events: Sequence[AnnouncedEvent], at: datetime) -> None:
     """Announce changes in the feed, in the transaction that makes them."""
     created = _time(at)
     await db.executemany(
@@ -390,7 +400,7 @@ class SqliteStore:
             await db.execute(
                 "INSERT INTO sync_states (guild_id, phase, updated_at) VALUES (?, 'pending', ?)"
                 " ON CONFLICT (guild_id) DO UPDATE SET phase = 'pending', members_stored = 0, error = NULL,"
-                " updated_at = excluded.updated_at WHERE sync_states.phase = 'removed'",
+                " synced_at = NULL, updated_at = excluded.updated_at WHERE sync_states.phase = 'removed'",
                 (link.guild_id, _time(now)),
             )
             if invite_hash is not None:
@@ -481,27 +491,108 @@ class SqliteStore:
     ) -> int | None:
         seen = _time(seen_at)
         # A member a gateway event changed after the snapshot (a sync's request) keeps the event's data.
-        snapshot = _time(snapshot_at or seen_at)
-        rows = [_member_row(guild_id, m, seen, snapshot) for m in members]
-        user_ids = json.dumps(list({row[1] for row in rows}))
+        snapshot = snapshot_at or seen_at
+        given = list(members)
+        chunk = latest_copies(given)
+        rows = [_member_row(guild_id, m, seen, _time(snapshot)) for m in chunk]
+        user_ids = json.dumps([m.user_id for m in chunk])
         async with self._transaction(durable=False) as db:
             # Checked inside the transaction: an unlink commits either before this (nothing is written)
             # or after it (and deletes what this wrote).
-            if not await self._is_active(db, guild_id):
+            link = await self._link_state(db, guild_id)
+            if link is None or not link.active:
                 return None
-            async with db.execute(
-                "SELECT COUNT(*) FROM members WHERE guild_id = ? AND user_id IN (SELECT value FROM json_each(?))",
-                (guild_id, user_ids),
-            ) as cursor:
-                known = await cursor.fetchone()
+            events: list[AnnouncedEvent] = []
+            if link.resync:
+                stored = await self._stored_members(db, guild_id, user_ids)
+                events, added = chunk_events(guild_id, chunk, stored, snapshot)
+            else:
+                async with db.execute(
+                    "SELECT COUNT(*) FROM members WHERE guild_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+                    (guild_id, user_ids),
+                ) as cursor:
+                    known = await cursor.fetchone()
+                added = len(rows) - (known[0] if known else 0)
             await db.executemany(_UPSERT_CHUNK, rows)
-            added = len(json.loads(user_ids)) - (known[0] if known else 0)
             if added:
                 await self._add_to_member_count(db, guild_id, added)
+            if events:
+                await _add_events(db, events, datetime.now(UTC))
             if progress is not None:
                 await self._write_sync_state(db, progress)
         self._write_failures.succeeded()
-        return len(rows)
+        return len(given)
+
+    @staticmethod
+    async def _link_state(db: aiosqlite.Connection, guild_id: int) -> LinkState | None:
+        async with db.execute(
+            "SELECT links.active, sync_states.synced_at IS NOT NULL, sync_states.phase, sync_states.held_before,"
+            " links.member_count FROM links LEFT JOIN sync_states USING (guild_id) WHERE links.guild_id = ?",
+            (guild_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return LinkState(bool(row[0]), bool(row[1]), row[2], _parse_time(row[3]), row[4])
+
+    @staticmethod
+    async def _stored_members(
+        db: aiosqlite.Connection, guild_id: int, user_ids: str
+    ) -> dict[int, StoredMember]:
+        """The stored rows of the users in `user_ids` (a JSON array), with when an event last changed each."""
+        async with db.execute(
+            "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at, changed_at FROM members"
+            " WHERE guild_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+            (guild_id, user_ids),
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        members = SqliteStore._members(rows)
+        return {m.user_id: StoredMember(m, _parse_time(row[8])) for m, row in zip(members, rows, strict=True)}
+
+    async def finish_sync(self, guild_id: int, started: datetime, hold: HoldRule) -> SyncOutcome | None:
+        async with self._transaction(durable=False) as db:
+            link = await self._link_state(db, guild_id)
+            if link is None or not link.active:
+                return None
+            async with db.execute(
+                "SELECT COUNT(*) FROM members WHERE guild_id = ? AND last_seen < ?",
+                (guild_id, _time(started)),
+            ) as cursor:
+                row = await cursor.fetchone()
+            unseen = row[0] if row else 0
+            if link.resync and hold.holds(unseen, link.member_count):
+                await self._write_sync_state(db, held_state(guild_id, link.member_count, unseen, started))
+                return SyncOutcome(link.member_count, 0, held=unseen)
+            return await self._remove_unseen(db, guild_id, started, link)
+
+    async def confirm_held_removals(self, guild_id: int) -> SyncOutcome | None:
+        async with self._transaction(durable=False) as db:
+            link = await self._link_state(db, guild_id)
+            if (
+                link is None
+                or not link.active
+                or link.phase != SyncPhase.HELD.value
+                or link.held_before is None
+            ):
+                return None
+            return await self._remove_unseen(db, guild_id, link.held_before, link)
+
+    async def _remove_unseen(
+        self, db: aiosqlite.Connection, guild_id: int, before: datetime, link: LinkState
+    ) -> SyncOutcome:
+        """Remove the members not seen since `before` (announced on a resync) and record the sync as done."""
+        async with db.execute(
+            "DELETE FROM members WHERE guild_id = ? AND last_seen < ? RETURNING user_id",
+            (guild_id, _time(before)),
+        ) as cursor:
+            removed = sorted(row[0] for row in await cursor.fetchall())
+        if removed:
+            await self._add_to_member_count(db, guild_id, -len(removed))
+        if removed and link.resync:
+            await _add_events(db, left_events(guild_id, removed), datetime.now(UTC))
+        members = link.member_count - len(removed)
+        await self._write_sync_state(db, synced_state(guild_id, members))
+        return SyncOutcome(members, len(removed))
 
     @staticmethod
     async def _is_active(db: aiosqlite.Connection, guild_id: int) -> bool:
@@ -568,23 +659,6 @@ class SqliteStore:
         ) as cursor:
             return cursor.rowcount
 
-    async def remove_member(self, guild_id: int, user_id: int) -> None:
-        await self._remove_members(guild_id, "user_id = ?", user_id)
-
-    async def remove_members_not_seen_since(self, guild_id: int, since: datetime) -> int:
-        return await self._remove_members(guild_id, "last_seen < ?", _time(since))
-
-    async def _remove_members(self, guild_id: int, condition: str, value: Any) -> int:
-        """Delete the guild's members that meet `condition` (its ? is `value`) and lower its member count."""
-        async with self._transaction(durable=False) as db:
-            cursor = await db.execute(
-                f"DELETE FROM members WHERE guild_id = ? AND {condition}", (guild_id, value)
-            )
-            removed = cursor.rowcount
-            if removed:
-                await self._add_to_member_count(db, guild_id, -removed)
-            return removed
-
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]:
         rows = await self._fetchall(
             "SELECT user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
@@ -643,10 +717,11 @@ class SqliteStore:
             await _add_events(db, [(announced[0], sync.guild_id, announced[1])], datetime.now(UTC))
         await db.execute(
             "INSERT INTO sync_states (guild_id, phase, members_stored, member_count, synced_at, error,"
-            " updated_at, waiting_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET"
-            " phase = excluded.phase, members_stored = excluded.members_stored,"
+            " updated_at, waiting_until, held_removals, held_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (guild_id) DO UPDATE SET phase = excluded.phase, members_stored = excluded.members_stored,"
             " member_count = excluded.member_count, synced_at = COALESCE(excluded.synced_at, sync_states.synced_at),"
-            " error = excluded.error, updated_at = excluded.updated_at, waiting_until = excluded.waiting_until",
+            " error = excluded.error, updated_at = excluded.updated_at, waiting_until = excluded.waiting_until,"
+            " held_removals = excluded.held_removals, held_before = excluded.held_before",
             (
                 sync.guild_id,
                 sync.phase.value,
@@ -656,11 +731,14 @@ class SqliteStore:
                 sync.error,
                 _time(sync.updated_at or datetime.now(UTC)),
                 _time(sync.waiting_until) if sync.waiting_until else None,
+                sync.held_removals,
+                _time(sync.held_before) if sync.held_before else None,
             ),
         )
 
     _SYNC_COLUMNS = (
-        "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until"
+        "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until,"
+        " held_removals, held_before"
     )
 
     @staticmethod
@@ -674,6 +752,8 @@ class SqliteStore:
             error=row[4],
             updated_at=_parse_time(row[5]),
             waiting_until=_parse_time(row[6]),
+            held_removals=row[7],
+            held_before=_parse_time(row[8]),
         )
 
     async def get_sync_state(self, guild_id: int) -> SyncState | None:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from store import Invite, LinkedGuild
+from store import Invite, LinkedGuild, SyncPhase
 from web.feed import event_json, parse_event_types, read_page
 from web.keys import LINKER, SETTINGS, STORE
 from web.middleware import json_error
@@ -75,6 +75,7 @@ def guild_json(guild: LinkedGuild) -> dict[str, Any]:
             "members_stored": sync.members_stored if sync else 0,
             "synced_at": _time(sync.synced_at) if sync else None,
             "error": sync.error if sync else None,
+            "held_removals": sync.held_removals if sync and sync.phase is SyncPhase.HELD else None,
         },
     }
 
@@ -190,6 +191,21 @@ async def unlink_guild(request: web.Request) -> web.Response:
         raise _not_found(guild_id)
     await request.app[LINKER].guild_unlinked(guild_id)
     return web.json_response(guild_json(await _linked_guild_or_404(request, guild_id)))
+
+
+@routes.post("/api/guilds/{guild_id}/sync/confirm")
+async def confirm_held_removals(request: web.Request) -> web.Response:
+    """Apply a held resync's removals (each announced as member.left); 409 unless the guild's sync is held."""
+    guild_id = _guild_id(request)
+    store = request.app[STORE]
+    if await store.get_link(guild_id) is None:
+        raise _not_found(guild_id)
+    outcome = await store.confirm_held_removals(guild_id)
+    if outcome is None:
+        return json_error(409, "not_held", f"Guild {guild_id} has no held removals to confirm.")
+    log.info("api.held_removals_confirmed guild=%d removed=%d", guild_id, outcome.removed)
+    body = guild_json(await _linked_guild_or_404(request, guild_id))
+    return web.json_response({"removed": outcome.removed, "guild": body})
 
 
 @routes.get("/api/events")

@@ -117,4 +117,10 @@ MIGRATIONS: tuple[str, ...] = (
         retry_at TIMESTAMPTZ
     );
     """,
+    # 7: a resync whose removals are held for confirmation (phase 'held') keeps how many and its cut-off.
+    # As SQLite's step 7.
+    """
+    ALTER TABLE sync_states ADD COLUMN held_removals INTEGER;
+    ALTER TABLE sync_states ADD COLUMN held_before TIMESTAMPTZ;
+    """,
 )

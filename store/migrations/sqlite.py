@@ -116,4 +116,9 @@ MIGRATIONS: tuple[str | None, ...] = (
         retry_at TEXT
     );
     """,
+    # 7: a resync whose removals are held for confirmation (phase 'held') keeps how many and its cut-off.
+    """
+    ALTER TABLE sync_states ADD COLUMN held_removals INTEGER;
+    ALTER TABLE sync_states ADD COLUMN held_before TEXT;
+    """,
 )

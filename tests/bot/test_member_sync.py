@@ -20,6 +20,7 @@ from metrics import Metrics
 from sandbox import Sandbox, SandboxOptions
 from store import Member, SqliteStore, SyncPhase, open_store
 from tests.harness import browser, eventually, free_port, settings_for, started
+from tests.store.records import a_leave
 from tests.store.test_sqlite import a_link
 
 
@@ -40,7 +41,9 @@ async def test_rate_limited_request_is_retried_after_retry_after(make_sandbox, t
             return sync.members_stored if sync and sync.phase is SyncPhase.SYNCED else 0
 
         await eventually(synced_count, within=20)
-        await running.store.remove_member(guild.id, int(sandbox.members(guild.id)[0]["user"]["id"]))
+        await running.store.apply_member_changes(
+            [a_leave(guild.id, int(sandbox.members(guild.id)[0]["user"]["id"]))]
+        )
         running.bot.member_sync.schedule(guild.id)
         await running.bot.member_sync.wait_idle()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from store import Invite, Link, Member
+from store import Invite, Link, Member, MemberChange, MemberChangeKind
 
 
 def a_link(guild_id: int = 1, **changes: object) -> Link:
@@ -41,3 +41,13 @@ def an_invite(
 ) -> Invite:
     created = datetime.now(UTC) - age
     return Invite(token_hash=token_hash, ref="customer", created_at=created, expires_at=created + ttl)
+
+
+def a_leave(guild_id: int, user_id: int) -> MemberChange:
+    """GUILD_MEMBER_REMOVE as the event writer stores it."""
+    return MemberChange(guild_id, user_id, MemberChangeKind.LEFT, None, datetime.now(UTC))
+
+
+def an_update(guild_id: int, member: Member) -> MemberChange:
+    """GUILD_MEMBER_UPDATE (or ADD) as the event writer stores it."""
+    return MemberChange(guild_id, member.user_id, MemberChangeKind.UPDATED, member, datetime.now(UTC))

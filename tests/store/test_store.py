@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from store import (
+    HoldRule,
     InviteUnusableError,
     Member,
     RefConflictError,
@@ -19,7 +20,7 @@ from store import (
     SyncState,
     open_store,
 )
-from tests.store.records import a_link, a_member, an_invite
+from tests.store.records import a_leave, a_link, a_member, an_invite
 
 # Discord's snowflakes fill a signed 64-bit integer; the largest must survive every column.
 LARGEST_SNOWFLAKE = 2**63 - 1
@@ -123,7 +124,8 @@ async def test_members_page_by_user_id_and_resync_drops_the_unseen(store: Store)
     assert [m.user_id for m in page] == [20]
     resync = datetime.now(UTC)
     await store.upsert_members(7, [a_member(10, nick="new"), a_member(30)], resync)
-    assert await store.remove_members_not_seen_since(7, resync) == 1
+    outcome = await store.finish_sync(7, resync, HoldRule())
+    assert outcome is not None and (outcome.members, outcome.removed, outcome.held) == (2, 1, 0)
     members = await store.list_members(7)
     assert [(m.user_id, m.nick) for m in members] == [(10, "new"), (30, None)]
     assert members[0].roles == (5, 6)
@@ -236,13 +238,12 @@ async def test_every_write_keeps_the_links_member_count(store: Store) -> None:
     old = datetime.now(UTC) - timedelta(minutes=1)
     assert await store.upsert_members(7, [a_member(i) for i in (1, 2, 3, 3)], old) == 4
     await store.upsert_members(7, [a_member(2, nick="n"), a_member(4)], datetime.now(UTC))
-    await store.remove_member(7, 1)
-    await store.remove_member(7, 99)
-    await store.remove_members_not_seen_since(7, datetime.now(UTC) - timedelta(seconds=30))
+    await store.apply_member_changes([a_leave(7, 1), a_leave(7, 99)])
+    await store.finish_sync(7, datetime.now(UTC) - timedelta(seconds=30), HoldRule())
     link = await store.get_link(7)
     assert link is not None and link.member_count == await store.count_members(7) == 2
     [guild] = await store.list_linked_guilds()
-    assert guild.link.member_count == 2 and guild.sync is not None and guild.sync.phase is SyncPhase.PENDING
+    assert guild.link.member_count == 2 and guild.sync is not None and guild.sync.phase is SyncPhase.SYNCED
 
 
 async def test_member_writes_at_once_keep_the_count_exact(store: Store) -> None:
@@ -253,7 +254,7 @@ async def test_member_writes_at_once_keep_the_count_exact(store: Store) -> None:
         store.upsert_members(7, [a_member(i) for i in range(c * 50, c * 50 + 100)], seen) for c in range(8)
     ]
     writes += [store.upsert_members(7, [a_member(1000 + i)], seen) for i in range(10)]
-    writes += [store.remove_member(7, i) for i in range(0, 450, 7)]
+    writes += [store.apply_member_changes([a_leave(7, i)]) for i in range(0, 450, 7)]
     await asyncio.gather(*writes)
     link = await store.get_link(7)
     assert link is not None and link.member_count == await store.count_members(7)

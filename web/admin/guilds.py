@@ -26,6 +26,7 @@ PHASE_LABELS = {
     SyncPhase.SYNCING.value: "Reading members",
     SyncPhase.SYNCED.value: "Synced",
     SyncPhase.FAILED.value: "Failed, retrying",
+    SyncPhase.HELD.value: "Held: removals await confirmation",
     SyncPhase.REMOVED.value: "Unlinked",
 }
 
@@ -49,6 +50,9 @@ def sync_view(guild: LinkedGuild) -> dict[str, Any]:
         detail = f"{read:,} of {expected:,} read"
     elif phase in (SyncPhase.SYNCING.value, SyncPhase.FAILED.value):
         detail = f"{read:,} read"
+    elif phase == SyncPhase.HELD.value and sync is not None:
+        bar_value = 1
+        detail = f"{sync.held_removals or 0:,} would leave"
     return {
         "id": str(guild.link.guild_id),
         "state": phase,
@@ -59,6 +63,7 @@ def sync_view(guild: LinkedGuild) -> dict[str, Any]:
         "bar_max": bar_max,
         "members_stored": guild.link.member_count,
         "error": (sync.error if sync else None) or "",
+        "held_removals": (sync.held_removals or 0) if sync and phase == SyncPhase.HELD.value else 0,
     }
 
 
@@ -136,6 +141,26 @@ async def members(request: web.Request) -> web.Response:
         paged=after > 0,
         next_after=str(shown[-1].user_id) if len(found) > PAGE_SIZE else None,
     )
+
+
+@routes.post("/guilds/{guild_id}/sync/confirm")
+async def confirm_held_removals(request: web.Request) -> web.Response:
+    """The guard checked the form's CSRF token: a held resync's removals are applied and announced."""
+    guild = await _guild_or_error(request)
+    if isinstance(guild, web.Response):
+        return guild
+    guild_id = guild.link.guild_id
+    outcome = await request.config_dict[STORE].confirm_held_removals(guild_id)
+    if outcome is not None:
+        client = client_address(request, request.config_dict[SETTINGS].trusted_proxies)
+        log.info(
+            "admin.held_removals_confirmed guild=%d removed=%d client=%s",
+            guild_id,
+            outcome.removed,
+            printable(client),
+        )
+    # Nothing held any more (confirmed meanwhile, or a resync cleared it): the page shows the state as it is.
+    return see_other(f"/admin/guilds/{guild_id}")
 
 
 @routes.get("/guilds/{guild_id}/unlink")
