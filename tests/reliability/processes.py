@@ -395,6 +395,18 @@ class Database:
         by_id = {int(u): StoredMember(str(name), nick) for u, name, nick in rows}
         return MemberRows(len(rows), len(by_id), by_id)
 
+    def last_event_id(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+    def events(self, guild_id: int, *, after: int) -> list[tuple[str, dict[str, Any]]]:
+        """The guild's events of the feed after `after`, oldest first: (type, data)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT type, data FROM events WHERE guild_id = ? AND id > ? ORDER BY id", (guild_id, after)
+            ).fetchall()
+        return [(str(kind), json.loads(data)) for kind, data in rows]
+
     def member_ids_by_guild(self) -> dict[int, set[int]]:
         with self._connect() as db:
             result: dict[int, set[int]] = {}

@@ -12,6 +12,7 @@ import asyncio
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,10 @@ from tests.reliability.processes import (
     Database,
     GuildlinkProcess,
     MemberComparison,
+    MemberRows,
     Processes,
     SandboxProcess,
+    StoredMember,
     compare_members,
     free_port,
     redirect_uri,
@@ -195,3 +198,82 @@ async def test_c_events_missed_while_killed_are_reconciled_by_the_restarts_resyn
     comparison = compare_members(await sandbox.members(guild.id), db.members(guild.id), fields=("nick",))
     record(report, section, comparison)
     assert comparison.exact, comparison
+
+
+def mirrored(before: MemberRows, events: list[tuple[str, dict[str, Any]]]) -> dict[int, StoredMember]:
+    """What a backend that mirrors from the feed holds: `before` with the feed's member events applied in order."""
+    mirror = dict(before.by_id)
+    for kind, data in events:
+        if kind in ("member.joined", "member.updated"):
+            member = data["member"]
+            mirror[int(member["id"])] = StoredMember(member["username"], member["nick"])
+        elif kind == "member.left":
+            mirror.pop(int(data["user_id"]), None)
+    return mirror
+
+
+@pytest.mark.timeout(300)
+async def test_d_the_feed_announces_what_changed_while_stopped_even_across_a_kill_mid_resync(
+    processes: Processes, report: ReliabilityReport
+) -> None:
+    section = "Crash: kill -9 mid-resync of changes made while stopped"
+    sandbox, guildlink, db, port = await start(processes, guilds=1, members=100_000)
+    guild = sandbox.guilds[0]
+    async with processes.browser(guildlink, sandbox) as browser:
+        result = await browser.link(guild.id)
+    assert result.status == 200, result.page[:500]
+    await synced_after(db, guild.id, datetime.min.replace(tzinfo=UTC), within=SYNC_DEADLINE)
+    # The backend's mirror, up to date with the feed.
+    before, cursor = db.members(guild.id), db.last_event_id()
+    guildlink.kill()
+
+    # While guildlink is stopped: 300 nick changes, 200 departures (fewer than the hold's share), 300 arrivals.
+    candidates = sorted(
+        uid for uid, m in (await sandbox.members(guild.id)).items() if not m["user"].get("bot")
+    )
+    chosen = random.Random(17).sample(candidates[1:], 500)  # the first is the sandbox's admin
+    limit = asyncio.Semaphore(10)
+
+    async def change(i: int) -> None:
+        async with limit:
+            if i < 300:
+                await sandbox.update_member(guild.id, chosen[i], nick=f"while stopped {i}")
+            elif i < 500:
+                await sandbox.remove_member(guild.id, chosen[i])
+            else:
+                await sandbox.add_member(guild.id, username=f"joined_while_stopped_{i}")
+
+    await asyncio.gather(*(change(i) for i in range(800)))
+    report.count(section, "changes while stopped", 800)
+
+    restarted_at = datetime.now(UTC)
+    guildlink = await processes.start_guildlink(sandbox, port=port, database=db.path)
+
+    def resync_partly_done() -> int:
+        state = db.sync_state(guild.id)
+        if state is None or state.phase != "syncing":
+            if state is not None and state.synced_at is not None and state.synced_at >= restarted_at:
+                raise AssertionError(f"the resync finished before it could be interrupted: {state}")
+            return 0
+        return state.members_stored if state.members_stored >= guild.member_count // 4 else 0
+
+    stored_at_kill = await until(resync_partly_done, within=120, interval=0.02, what="a quarter resynced")
+    guildlink.kill()
+    report.count(section, "restarts", 2)
+    report.fact(section, "members resynced when killed", f"{stored_at_kill:,}")
+
+    restarted_at = datetime.now(UTC)
+    guildlink = await processes.start_guildlink(sandbox, port=port, database=db.path)
+    await synced_after(db, guild.id, restarted_at, within=180)
+
+    events = db.events(guild.id, after=cursor)
+    stored = db.members(guild.id)
+    counts = {
+        kind: sum(1 for k, _ in events if k == kind)
+        for kind in ("member.joined", "member.updated", "member.left")
+    }
+    for kind, count in counts.items():
+        report.count(section, f"{kind} announced", count)
+    assert counts == {"member.joined": 300, "member.updated": 300, "member.left": 200}
+    assert mirrored(before, events) == stored.by_id
+    assert compare_members(await sandbox.members(guild.id), stored, fields=("nick",)).exact
