@@ -45,9 +45,14 @@ class GatewayBudget:
             return 0.0
         # Each full window lets `limit` more through.
         rounds, position = divmod(ahead, self._limit)
-        return (
-            rounds * self._window + max(self._sent[position] + self._window - now, 0.0) if self._sent else 0.0
-        )
+        # The slot at `position` frees when the command in it leaves the window. Past the commands counted
+        # now (the window emptied while many waited), the waiters ahead take those slots about now, so they
+        # free a whole window later.
+        if position < len(self._sent):
+            frees_in = max(self._sent[position] + self._window - now, 0.0)
+        else:
+            frees_in = self._window
+        return rounds * self._window + frees_in
 
     async def acquire(self) -> None:
         """Wait for a slot, then count one command as sent."""

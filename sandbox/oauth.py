@@ -290,7 +290,13 @@ def consent_page(sandbox: Sandbox, req: AuthorizeRequest, *, problem: str | None
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=payloads.dumps(obj), status=status, content_type="application/json")
+    # RFC 6749 5.1: a response that carries tokens (or an error about them) must not be cached.
+    return web.Response(
+        body=payloads.dumps(obj),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
 
 
 def _oauth_error(error: str, description: str | None = None, status: int = 400) -> web.Response:

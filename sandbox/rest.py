@@ -25,6 +25,27 @@ API_PREFIXES = ("/api/v10", "/api/v9", "/api")
 RATE_LIMIT = 50
 
 
+# Discord's default soundboard sounds, as its documentation lists them (SoundboardSoundResponse, no guild).
+DEFAULT_SOUNDS = [
+    {
+        "name": name,
+        "sound_id": sound_id,
+        "volume": 1.0,
+        "emoji_id": None,
+        "emoji_name": emoji,
+        "available": True,
+    }
+    for name, sound_id, emoji in (
+        ("quack", "1", "🦆"),
+        ("airhorn", "2", "📢"),
+        ("cricket", "3", "🦗"),
+        ("golf clap", "4", "⛳"),
+        ("sad horn", "5", "🎺"),
+        ("ba dum tss", "7", "🥁"),
+    )
+]
+
+
 def json_response(
     obj: Any, status: int = 200, *, route: str = "", headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -101,6 +122,7 @@ class RestHandlers:
             ("GET", "/applications/@me", self.application),
             ("GET", "/gateway", self.gateway),
             ("GET", "/gateway/bot", self.gateway_bot),
+            ("GET", "/soundboard-default-sounds", self.soundboard_default_sounds),
             ("GET", "/guilds/{guild_id}", self.get_guild),
             ("GET", "/guilds/{guild_id}/members", self.list_members),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
@@ -204,6 +226,12 @@ class RestHandlers:
     async def gateway(self, request: web.Request) -> web.Response:
         """GET /gateway (no authentication)."""
         return json_response({"url": self.sandbox.gateway.url}, route="gateway")
+
+    async def soundboard_default_sounds(self, request: web.Request) -> web.Response:
+        """GET /soundboard-default-sounds: Discord's built-in sounds (py-cord asks for them at start-up)."""
+        if self._principal(request) is None:
+            return unauthorized()
+        return json_response(DEFAULT_SOUNDS, route="soundboard-default-sounds")
 
     async def gateway_bot(self, request: web.Request) -> web.Response:
         """GET /gateway/bot: the URL, a recommended shard count and the session start limit."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bot.gateway_budget import GatewayBudget
 from bot.presence import MergedPresence
 
@@ -57,3 +60,25 @@ async def test_presence_updates_are_merged_and_only_sent_when_the_text_changes()
     await asyncio.sleep(0.3)
     await presence.close()
     assert shown[-1] == "300 linked servers" and len(shown) <= 2
+
+
+@given(
+    limit=st.integers(1, 20),
+    sent_at=st.lists(st.floats(0.0, 120.0), max_size=40),
+    waiting=st.integers(0, 200),
+    later=st.floats(0.0, 200.0),
+)
+def test_the_wait_estimate_never_raises_and_stays_within_its_rounds(
+    limit: int, sent_at: list[float], waiting: int, later: float
+) -> None:
+    # However many wait, and however much of the window has emptied since (the case that raised IndexError).
+    clock = FakeClock()
+    budget = GatewayBudget(limit=limit, window=60.0, clock=clock)
+    for at in sorted(sent_at)[:limit]:
+        clock.now = 1000.0 + at
+        budget._sent.append(clock.now)
+    budget._waiting = waiting
+    clock.now += later
+    estimate = budget.wait_estimate()
+    rounds = max(len(budget._sent) + waiting - limit, 0) // limit
+    assert 0.0 <= estimate <= (rounds + 1) * 60.0

@@ -350,3 +350,15 @@ async def test_client_credentials_refuse_a_scope_that_needs_consent_or_is_unknow
 ) -> None:
     status, body, _ = await exchange(http, sandbox, {"grant_type": "client_credentials", "scope": scope})
     assert status == 400 and body["error"] == "invalid_scope"
+
+
+async def test_token_answers_are_never_cached(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    # RFC 6749 5.1: the answer that carries tokens, and an error answer too.
+    params = redirect_params(sandbox.authorize(consent_query(sandbox), sandbox.managed_guilds()[0].id))
+    for form in (
+        {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT},
+        {"grant_type": "refresh_token", "refresh_token": "not-a-token"},
+    ):
+        form = {"client_id": str(sandbox.client_id), "client_secret": sandbox.client_secret, **form}
+        async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data=form) as resp:
+            assert (resp.headers["Cache-Control"], resp.headers["Pragma"]) == ("no-store", "no-cache")

@@ -236,3 +236,12 @@ async def test_token_response_guild_and_gateway_payloads_match_discords_schemas(
         validate(member, "guild-member.json")
     bot_role = next(r for r in body["guild"]["roles"] if r["managed"])
     assert bot_role["tags"] == {"bot_id": str(sandbox.client_id)}
+
+
+async def test_default_soundboard_sounds_match_discords_schema(bot: Api) -> None:
+    # py-cord asks for them at start-up; a 404 there would stop it.
+    status, body, headers = await bot.get("/soundboard-default-sounds")
+    assert status == 200 and body and headers["X-RateLimit-Bucket"]
+    validate_response(body, "/soundboard-default-sounds")
+    status, _, _ = await Api(bot.http, bot.sandbox, "").get("/soundboard-default-sounds")
+    assert status == 401

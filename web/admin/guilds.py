@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +25,7 @@ MAX_SEARCH_LENGTH = 100
 # What the list says of each sync phase; the script shows the same words (sync.json carries them).
 PHASE_LABELS = {
     SyncPhase.PENDING.value: "Waiting for the bot",
+    SyncPhase.WAITING.value: "Waiting for Discord",
     SyncPhase.SYNCING.value: "Reading members",
     SyncPhase.SYNCED.value: "Synced",
     SyncPhase.FAILED.value: "Failed, retrying",
@@ -50,6 +53,10 @@ def sync_view(guild: LinkedGuild) -> dict[str, Any]:
         detail = f"{read:,} of {expected:,} read"
     elif phase in (SyncPhase.SYNCING.value, SyncPhase.FAILED.value):
         detail = f"{read:,} read"
+    elif phase == SyncPhase.WAITING.value and sync is not None and sync.waiting_until is not None:
+        # Discord's one whole-member-list request per guild per 30 s; the script's polls count it down.
+        seconds = max(0, math.ceil((sync.waiting_until - datetime.now(UTC)).total_seconds()))
+        detail = f"member list in {seconds} s"
     elif phase == SyncPhase.HELD.value and sync is not None:
         bar_value = 1
         detail = f"{sync.held_removals or 0:,} would leave"

@@ -25,6 +25,7 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/oauth2/applications/@me", "200"): {"$ref": "application.json"},
     ("/gateway", "200"): {"$ref": "gateway.json"},
     ("/gateway/bot", "200"): {"$ref": "gateway-bot.json"},
+    ("/soundboard-default-sounds", "200"): {"type": "array", "items": {"$ref": "soundboard-sound.json"}},
     ("/guilds/{guild_id}", "200"): {"$ref": "guild-with-counts.json"},
     ("/guilds/{guild_id}/members", "200"): {"type": "array", "items": {"$ref": "guild-member.json"}},
     ("/users/@me", "4XX"): {"$ref": "error.json"},
