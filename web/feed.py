@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,8 +52,28 @@ class EventTypes:
 
 def matched_by(pattern: str) -> set[EventType]:
     """The event types one pattern matches; empty for a typo such as `gild.*`."""
-    regex = re.compile(re.escape(pattern).replace(r"\*", ".*"))
-    return {kind for kind in EventType if regex.fullmatch(kind.value)}
+    return {kind for kind in EventType if wildcard_match(pattern, kind.value)}
+
+
+def wildcard_match(pattern: str, text: str) -> bool:
+    """Whether `text` is `pattern` with each `*` standing for any run of characters.
+
+    Without backtracking: each piece between stars is found once, left to right, so the time grows with
+    the pattern's length, never exponentially (a regex of `*****...z` froze the process for a minute).
+    """
+    first, *middle_and_last = pattern.split("*")
+    if not middle_and_last:
+        return text == first
+    *middle, last = middle_and_last
+    if len(text) < len(first) + len(last) or not text.startswith(first) or not text.endswith(last):
+        return False
+    position, end = len(first), len(text) - len(last)
+    for piece in middle:
+        found = text.find(piece, position, end)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    return True
 
 
 def parse_event_types(raw: str, parameter: str) -> EventTypes:
