@@ -49,7 +49,8 @@ class GatewayBudget:
         # now (the window emptied while many waited), the waiters ahead take those slots about now, so they
         # free a whole window later.
         if position < len(self._sent):
-            frees_in = max(self._sent[position] + self._window - now, 0.0)
+            # Clamped: float rounding of clock readings must not put it past a window from now.
+            frees_in = min(max(self._sent[position] + self._window - now, 0.0), self._window)
         else:
             frees_in = self._window
         return rounds * self._window + frees_in
