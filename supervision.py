@@ -69,6 +69,8 @@ class Supervisor:
 
         A `run()` that returns has finished its work (it was asked to stop): it is not started again.
         """
+        # The task's series exists from its start, at 0: an alert on its increase sees the first crash.
+        self._crashes.labels(name)
         return asyncio.create_task(self._supervise(name, run), name=name)
 
     def failing(self) -> list[FailingTask]:
