@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,13 +38,13 @@ async def test_a_feed_pruner_that_keeps_crashing_makes_readyz_name_it_until_it_w
             aiohttp.ClientSession() as session,
         ):
 
-            async def readyz() -> tuple[int, dict]:
+            async def readyz() -> tuple[int, dict[str, Any]]:
                 async with session.get(served.url + "/readyz") as response:
                     return response.status, await response.json()
 
-            async def not_ready() -> dict | None:
+            async def not_ready() -> dict[str, Any]:
                 status, body = await readyz()
-                return body if status == 503 else None
+                return body if status == 503 else {}
 
             body = await eventually(not_ready)
             [failing] = body["failing_tasks"]
@@ -57,9 +58,9 @@ async def test_a_feed_pruner_that_keeps_crashing_makes_readyz_name_it_until_it_w
 
             broken = False
 
-            async def ready() -> dict | None:
+            async def ready() -> dict[str, Any]:
                 status, body = await readyz()
-                return body if status == 200 else None
+                return body if status == 200 else {}
 
             body = await eventually(ready)
             assert body["failing_tasks"] == [] and body["reasons"] == []
