@@ -27,6 +27,7 @@ from handoff import GuildLinker, HandoffStatus, shard_of
 from metrics import Metrics
 from store import Link, Store, StoreUnavailableError
 from store.postgres_listener import Listener
+from supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,20 @@ class FleetLinker:
     """Hands each link to the process whose shard carries the guild; hears and catches up on this process's."""
 
     def __init__(
-        self, store: Store, notifier: Notifier, local: LocalLinks, shards: Shards, metrics: Metrics
+        self,
+        store: Store,
+        notifier: Notifier,
+        local: LocalLinks,
+        shards: Shards,
+        metrics: Metrics,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._local = local
         self._shards = shards
         self._metrics = metrics
+        self._supervisor = supervisor or Supervisor(metrics)
         self._heard: asyncio.Queue[LinkNotice] = asyncio.Queue()
         self._listener: Listener | None = None
         self._last_lag: float | None = None
@@ -102,10 +110,12 @@ class FleetLinker:
     @contextlib.asynccontextmanager
     async def running(self, dsn: str) -> AsyncIterator[FleetLinker]:
         """Listen for this process's notices (and catch up) until the block ends."""
-        listener = Listener(dsn, CHANNEL, on_notice=self._on_notice, catch_up=self.catch_up)
+        listener = Listener(
+            dsn, CHANNEL, on_notice=self._on_notice, catch_up=self.catch_up, supervisor=self._supervisor
+        )
         self._listener = listener
         # One notice at a time, in the order sent: a guild linked then unlinked must end unlinked.
-        taking = asyncio.create_task(self._take_notices(), name="handoff-notices")
+        taking = self._supervisor.spawn("handoff-notices", self._take_notices)
         try:
             async with listener.running():
                 yield self

@@ -23,6 +23,7 @@ from fleet_handoff import FleetLinker, Shards
 from handoff import DirectHandoff, GuildLinker, HandoffStatusSource
 from metrics import Metrics
 from store import PostgresStore, Store, is_postgres_url, open_store
+from supervision import Supervisor
 from web.access_log import PathOnlyAccessLogger
 from web.app import create_app
 from web.oauth import USER_AGENT, DiscordOAuthClient, DiscordOAuthError, InvalidClientError
@@ -95,7 +96,7 @@ def _handoff(settings: Settings, store: Store, bot: GuildlinkBot) -> _Handoff:
     if shards is None:
         return _Handoff(bot.links, DirectHandoff(), contextlib.nullcontext)
     assert isinstance(store, PostgresStore), "fleet_shards() is None unless DATABASE_URL is PostgreSQL"
-    fleet = FleetLinker(store, store, bot.links, shards, bot.metrics)
+    fleet = FleetLinker(store, store, bot.links, shards, bot.metrics, bot.supervisor)
     log.info("guildlink.fleet shards=%s of %d", ",".join(map(str, shards.ids)), shards.count)
     return _Handoff(fleet, fleet, lambda: fleet.running(settings.database_url))
 
@@ -121,6 +122,7 @@ async def run_guildlink(
     endpoint = None if settings.uses_default_discord else settings.discord_base_url
     async with open_store(settings.database_url) as store:
         with discord_endpoint(endpoint):
+            metrics = Metrics()
             bot = GuildlinkBot(
                 settings,
                 store,
@@ -129,7 +131,9 @@ async def run_guildlink(
                 if identify_interval is None
                 else identify_interval,
                 guild_ready_timeout=guild_ready_timeout,
-                metrics=Metrics(),
+                metrics=metrics,
+                # One for the process: /readyz names whichever task of bot, web or hand-off keeps failing.
+                supervisor=Supervisor(metrics),
             )
             handoff = _handoff(settings, store, bot)
             async with _started_web_and_bot(settings, store, bot, handoff, ssl_context) as running:
@@ -151,6 +155,7 @@ async def _started_web_and_bot(
         bot_status=bot,
         metrics=bot.metrics,
         handoff_status=handoff.status,
+        supervisor=bot.supervisor,
     )
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
     await runner.setup()

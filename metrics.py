@@ -93,6 +93,18 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.task_crashes = Counter(
+            "guildlink_task_crashes",
+            "Unexpected exceptions that ended a background task (each one restarted after a wait), by task",
+            ["task"],
+            registry=r,
+        )
+        self.member_events_refused = Counter(
+            "guildlink_member_events_refused",
+            "Member events the database refused for what they hold (not stored; their guild is resynced), by error",
+            ["error"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

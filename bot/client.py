@@ -30,6 +30,7 @@ from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
 from store import HoldRule, Store
+from supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         identify_interval: float = IDENTIFY_INTERVAL,
         guild_ready_timeout: float = GUILD_READY_TIMEOUT,
         metrics: Metrics | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         quiet_voice_warnings()
         super().__init__(
@@ -100,6 +102,8 @@ class GuildlinkBot(discord.AutoShardedClient):
         self._unreachable: str | None = None
         self.presence = MergedPresence(self._send_presence)
         self.metrics = metrics or Metrics()
+        # The process's one, shared with the web side (for /readyz); a bot of its own in tests.
+        self.supervisor = supervisor or Supervisor(self.metrics)
         self.member_sync = MemberSync(
             store,
             self,
@@ -116,7 +120,12 @@ class GuildlinkBot(discord.AutoShardedClient):
             owns=self.owns_guild,
         )
         self.member_events = MemberEventWriter(
-            store, is_linked=self.links.__contains__, pause_reading=self._pause_gateway_reading
+            store,
+            is_linked=self.links.__contains__,
+            supervisor=self.supervisor,
+            metrics=self.metrics,
+            resync=self.links.resync,
+            pause_reading=self._pause_gateway_reading,
         )
         self._install_raw_handlers()
 

@@ -66,9 +66,10 @@ class LinkedGuilds:
         self._on_change()
 
     async def guild_unlinked(self, guild_id: int) -> None:
-        self._active.discard(guild_id)
         # Inactive first: from this commit on the store refuses the sync's writes, then the sync is stopped.
+        # Forgotten only once committed: a failed commit leaves the link active, and its events are stored.
         await self._store.deactivate_link(guild_id)
+        self._active.discard(guild_id)
         await self._sync.cancel(guild_id)
         if self._member_count_of(guild_id) is not None:
             await self._leave_guild(guild_id)
@@ -79,6 +80,13 @@ class LinkedGuilds:
         if guild_id in self._active:
             return True  # an existing link keeps the bot there
         return await self._leave_guild(guild_id)
+
+    def resync(self, guild_id: int) -> None:
+        """What the store holds of the guild may be stale (one of its member events was refused): read it again."""
+        member_count = self._member_count_of(guild_id)
+        if guild_id in self._active and member_count is not None:
+            log.info("links.resync guild=%d", guild_id)
+            self._sync.schedule(guild_id, member_count=member_count)
 
     # Gateway events, called by the client
 
@@ -92,8 +100,9 @@ class LinkedGuilds:
     async def guild_removed(self, guild_id: int) -> None:
         """The bot was kicked or banned, or the guild was deleted: keep no data on it."""
         if guild_id in self._active:
-            self._active.discard(guild_id)
+            # As for an unlink: forgotten once committed (a failed commit is tried again at the next READY).
             await self._store.deactivate_link(guild_id)
+            self._active.discard(guild_id)
             await self._sync.cancel(guild_id)
             log.info("links.removed_from_guild guild=%d: link inactive, members deleted", guild_id)
             self._on_change()

@@ -1,4 +1,8 @@
-"""Member joins, changes and leaves: batched into one transaction at a time, in the order the gateway sent them."""
+"""Member joins, changes and leaves: batched into one transaction at a time, in the order the gateway sent them.
+
+An event the database refuses for what it holds (PostgreSQL text cannot hold a NUL character) is set aside
+alone, so that the events around it are stored, and its guild is resynced.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.payloads import member_from_payload
+from metrics import Metrics
 from store import MemberChange, MemberChangeKind, Store, StoreUnavailableError
+from supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +45,19 @@ class MemberEventWriter:
         store: Store,
         *,
         is_linked: Callable[[int], bool],
+        supervisor: Supervisor,
+        metrics: Metrics,
+        resync: Callable[[int], None] = lambda guild_id: None,
         pause_reading: Callable[[bool], None] = lambda paused: None,
         batch_cap: int = BATCH_CAP,
         max_queued: int = MAX_QUEUED,
     ) -> None:
         self._store = store
         self._is_linked = is_linked
+        self._supervisor = supervisor
+        self._refused = metrics.member_events_refused
+        # Called with the guild of an event that was refused: what the store holds of it may be stale now.
+        self._resync = resync
         self._pause_reading = pause_reading
         self._batch_cap = batch_cap
         self._max_queued = max_queued
@@ -53,13 +66,14 @@ class MemberEventWriter:
         self._drained = asyncio.Event()
         self._drained.set()
         self._writing = 0
-        # Events stored since start (benchmarks and tests wait for a count).
+        # Events stored since start (benchmarks and tests wait for a count), and refused by the database.
         self.stored = 0
+        self.refused = 0
         self._paused = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._write_forever(), name="member-events")
+        self._task = self._supervisor.spawn("member-events", self._write_forever)
 
     def queued(self) -> int:
         """Events received and not yet stored."""
@@ -121,14 +135,46 @@ class MemberEventWriter:
                 await self._write_until_stored(batch)
             finally:
                 self._writing = 0
-            if not self._pending:
-                self._drained.set()
+                # Also when the writer crashed (it is restarted): wait_written must not wait for a lost batch.
+                if not self._pending:
+                    self._drained.set()
             if self._paused and len(self._pending) <= self._max_queued // 2:
                 self._paused = False
                 log.info("members.backpressure_released queued=%d", len(self._pending))
                 self._pause_reading(False)
 
     async def _write_until_stored(self, batch: list[MemberChange]) -> None:
+        """Store the batch, but for any event the database refuses for what it holds (found by halving)."""
+        try:
+            await self._write_retrying(batch)
+        except Exception as exc:
+            # Not a database that is down (that is retried): something in the batch it will never take.
+            if len(batch) == 1:
+                self._refuse(batch[0], exc)
+                return
+            half = len(batch) // 2
+            await self._write_until_stored(batch[:half])
+            await self._write_until_stored(batch[half:])
+
+    def _refuse(self, change: MemberChange, exc: Exception) -> None:
+        error = type(exc).__name__
+        self.refused += 1
+        self._refused.labels(error).inc()
+        # Ids and the error's class only: its message may quote the member's data.
+        log.error(
+            "members.event_refused guild=%d user=%d kind=%s error=%s: not stored, the guild is resynced",
+            change.guild_id,
+            change.user_id,
+            change.kind.value,
+            error,
+        )
+        try:
+            self._resync(change.guild_id)
+        except Exception:
+            # The events behind it must still be stored; the guild's next GUILD_CREATE resyncs it.
+            log.exception("members.resync_not_scheduled guild=%d", change.guild_id)
+
+    async def _write_retrying(self, batch: list[MemberChange]) -> None:
         for attempt in itertools.count(1):
             try:
                 await self._store.apply_member_changes(batch)

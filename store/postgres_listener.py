@@ -18,6 +18,7 @@ import asyncpg
 from store.errors import StoreUnavailableError
 from store.postgres_errors import reason
 from store.postgres_locks import KEEPALIVE_SETTINGS, LISTEN_APPLICATION_NAME
+from supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Listener:
         *,
         on_notice: Callable[[str], None],
         catch_up: Callable[[], Awaitable[None]],
+        supervisor: Supervisor,
         ping_interval: float = PING_INTERVAL,
         catch_up_interval: float = CATCH_UP_INTERVAL,
     ) -> None:
@@ -47,6 +49,7 @@ class Listener:
         self._channel = channel
         self._on_notice = on_notice
         self._catch_up = catch_up
+        self._supervisor = supervisor
         self._ping_interval = ping_interval
         self._catch_up_interval = catch_up_interval
         self._connected = asyncio.Event()
@@ -60,7 +63,7 @@ class Listener:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Listener]:
         """Listen in the background until the block ends."""
-        self._task = asyncio.create_task(self._run(), name=f"listen-{self._channel}")
+        self._task = self._supervisor.spawn(f"listen-{self._channel}", self._run)
         try:
             yield self
         finally:

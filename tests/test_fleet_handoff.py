@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from fleet_handoff import FleetLinker, LinkNotice, Shards
 from metrics import Metrics
 from store import Link, PostgresStore, SyncPhase, SyncState, open_store
 from store.postgres_locks import LISTEN_APPLICATION_NAME
+from supervision import Supervisor
 from tests.harness import eventually
 from tests.store.records import a_link
 
@@ -172,6 +175,50 @@ async def test_a_guild_of_another_shard_is_left_only_without_an_active_link(post
         assert a.local.abandoned == []  # the stored link keeps the bot there
         assert await a.linker.guild_abandoned(ANOTHER_SHARD_1_GUILD)
         assert a.local.abandoned == [ANOTHER_SHARD_1_GUILD]
+
+
+@dataclass
+class BrokenOnce(RecordingLinks):
+    """A receiving end with a bug that the first notice it takes sets off (a catch-up's calls are not notices)."""
+
+    crashed: bool = False
+    by_notice: list[int] = field(default_factory=list)
+
+    async def guild_linked(self, link: Link) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "handoff-notices":
+            if not self.crashed:
+                self.crashed = True
+                raise RuntimeError("a bug in the receiving end")
+            self.by_notice.append(link.guild_id)
+        await super().guild_linked(link)
+
+
+async def test_a_notice_that_crashes_the_owner_is_logged_counted_and_the_next_one_taken(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with process(postgres_url, 0) as a, open_store(postgres_url) as store:
+        assert isinstance(store, PostgresStore)
+        local, metrics = BrokenOnce(), Metrics()
+        linker = FleetLinker(
+            store, store, local, Shards(2, (1,)), metrics, Supervisor(metrics, first_wait=0.01)
+        )
+        async with linker.running(postgres_url):
+            await eventually(_listening(linker), within=10)
+            for guild_id in (SHARD_1_GUILD, ANOTHER_SHARD_1_GUILD):
+                await a.linker.guild_linked(await a.store.save_link(a_link(guild_id)))
+
+            async def taken() -> list[int]:
+                return local.by_notice
+
+            # The first notice crashed the task; the restarted one took the next.
+            assert await eventually(taken, within=10) == [ANOTHER_SHARD_1_GUILD]
+            # The first one is not lost either: the catch-up (every few minutes) hands it over.
+            await linker.catch_up()
+            assert SHARD_1_GUILD in local.linked
+    assert metrics.registry.get_sample_value("guildlink_task_crashes_total", {"task": "handoff-notices"}) == 1
+    [crash] = [r for r in caplog.records if r.getMessage().startswith("task.crashed task=handoff-notices")]
+    assert crash.exc_info is not None and crash.exc_info[0] is RuntimeError
 
 
 def test_a_notice_reads_back_and_anything_else_is_not_one() -> None:

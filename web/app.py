@@ -11,6 +11,7 @@ from config import Settings
 from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSource
 from metrics import Metrics
 from store import Store
+from supervision import Supervisor
 from web import api, health, link_flow, metrics_page
 from web.admin.app import mount_console
 from web.api import api_auth_middleware
@@ -28,6 +29,7 @@ from web.keys import (
     SETTINGS,
     STATES,
     STORE,
+    SUPERVISOR,
 )
 from web.middleware import add_security_headers, error_middleware
 from web.oauth import USER_AGENT, DiscordOAuthClient
@@ -49,6 +51,7 @@ def create_app(
     metrics: Metrics | None = None,
     webhook_policy: DeliveryPolicy | None = None,
     handoff_status: HandoffStatusSource | None = None,
+    supervisor: Supervisor | None = None,
 ) -> web.Application:
     """The web face of guildlink: consent flow, probes, the backend's API, webhooks and the operator console."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
@@ -64,6 +67,7 @@ def create_app(
     app[RATE_LIMIT] = rate_limit
     app[DATABASE_PROBE] = DatabaseProbe(store)
     app[METRICS] = metrics or Metrics()
+    app[SUPERVISOR] = supervisor or Supervisor(app[METRICS])
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.cleanup_ctx.append(feed_pruning)

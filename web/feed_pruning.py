@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from store import Store, StoreUnavailableError
-from web.keys import SETTINGS, STORE
+from web.keys import SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ async def _prune_forever(store: Store, retention: timedelta) -> None:
 async def feed_pruning(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the pruning task, from start-up until the app stops."""
     retention = timedelta(days=app[SETTINGS].event_retention_days)
-    task = asyncio.create_task(_prune_forever(app[STORE], retention), name="feed-pruning")
+    store = app[STORE]
+    task = app[SUPERVISOR].spawn("feed-pruning", lambda: _prune_forever(store, retention))
     yield
     task.cancel()
     await asyncio.wait({task})

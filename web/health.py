@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from web.keys import BOT_STATUS, DATABASE_PROBE, HANDOFF_STATUS
+from web.keys import BOT_STATUS, DATABASE_PROBE, HANDOFF_STATUS, SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """200 only when the gateway session is ready, the database takes writes and (in a fleet) links can reach
-    this process; else 503 with the reasons."""
+    """200 only when the gateway session is ready, the database takes writes, (in a fleet) links can reach
+    this process and no background task keeps crashing; else 503 with the reasons."""
     reasons: list[str] = []
     status = request.app[BOT_STATUS].bot_status()
     if not status.ready:
@@ -39,6 +39,12 @@ async def readyz(request: web.Request) -> web.Response:
             "not listening for links of this process's shards (PostgreSQL LISTEN is reconnecting;"
             " they are caught up once it is back)"
         )
+    failing = request.app[SUPERVISOR].failing()
+    reasons.extend(
+        f"background task {task.name} keeps failing ({task.crashes} crashes in a row, the last"
+        f" {task.error}; restarted after growing waits)"
+        for task in failing
+    )
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
@@ -55,5 +61,8 @@ async def readyz(request: web.Request) -> web.Response:
             "notices_heard": handoff.notices_heard,
             "caught_up": handoff.caught_up,
         },
+        "failing_tasks": [
+            {"name": task.name, "crashes": task.crashes, "error": task.error} for task in failing
+        ],
     }
     return web.json_response(body, status=503 if reasons else 200)

@@ -8,6 +8,7 @@ from config import Settings
 from handoff import BotStatusSource, GuildLinker, HandoffStatusSource
 from metrics import Metrics
 from store import Store
+from supervision import Supervisor
 from web.oauth import DiscordOAuthClient
 from web.pages import Pages
 from web.progress import ProgressTokens
@@ -28,3 +29,5 @@ PROGRESS = web.AppKey("progress", ProgressTokens)
 RATE_LIMIT: web.AppKey[ClientRateLimiter | None] = web.AppKey("rate_limit")
 DATABASE_PROBE = web.AppKey("database_probe", DatabaseProbe)
 METRICS = web.AppKey("metrics", Metrics)
+# The process's background tasks (the bot's too): /readyz names one that keeps failing.
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -23,6 +23,7 @@ from config import Secret, Settings, masked_url
 from metrics import Metrics
 from store import Event, Store, StoreUnavailableError
 from web.feed import EventTypes, event_json, matched_by
+from web.keys import SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def webhook_delivery(
             deliverer = WebhookDeliverer(
                 store, session, url=url, secret=secret, types=types, metrics=metrics, policy=policy
             )
-            task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
+            task = app[SUPERVISOR].spawn("webhook-delivery", deliverer.run)
             yield
             deliverer.stop()
             if deliverer.posting:

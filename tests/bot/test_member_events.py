@@ -1,14 +1,21 @@
-"""Member events: a storm lands whole and in order, a refused write is retried, a sync never overwrites them."""
+"""Member events: a storm lands whole and in order, a refused write is retried, an event the database refuses
+is set aside, a sync never overwrites them."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.member_events import MemberEventWriter
+from metrics import Metrics
 from sandbox import Sandbox, SandboxOptions
-from store import EventType, MemberChange, StoreUnavailableError
+from store import EventType, MemberChange, StoreUnavailableError, open_store
+from supervision import Supervisor
 from tests.harness import eventually, world
+from tests.store.records import a_link
 
 
 async def test_a_storm_lands_in_order_in_the_store_and_the_feed(make_sandbox, tmp_path: Path) -> None:
@@ -95,3 +102,98 @@ async def test_events_during_a_full_sync_are_kept(make_sandbox, tmp_path: Path) 
         assert leaver not in members and members[changed].nick == "changed during the sync"
         # The sandbox's members now: the bot joined when it was added, the leaver is gone.
         assert set(members) == {int(m["user"]["id"]) for m in sandbox.members(guild.id)}
+
+
+def joined(guild_id: int, user_id: int, nick: str) -> dict[str, Any]:
+    """A GUILD_MEMBER_ADD payload."""
+    user = {"id": str(user_id), "username": f"user{user_id}", "global_name": None, "avatar": None}
+    return {"guild_id": str(guild_id), "user": user, "nick": nick, "roles": [], "joined_at": None}
+
+
+async def test_an_event_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_stored(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    guild_id = 1
+    metrics = Metrics()
+    resynced: list[int] = []
+    async with open_store(database_url) as store:
+        await store.save_link(a_link(guild_id))
+        writer = MemberEventWriter(
+            store,
+            is_linked=lambda guild_id: True,
+            supervisor=Supervisor(metrics),
+            metrics=metrics,
+            resync=resynced.append,
+        )
+        # Queued before the writer runs: one batch of ten, the seventh of which no engine can encode (a lone
+        # surrogate; PostgreSQL refuses a NUL character too, see the test through the bot below).
+        for user_id in range(1, 11):
+            writer.member_joined(
+                joined(guild_id, user_id, "lone \ud800" if user_id == 7 else f"nick {user_id}")
+            )
+        writer.start()
+        try:
+            await writer.wait_written()
+        finally:
+            await writer.close()
+        members = {m.user_id: m.nick for m in await store.list_members(guild_id)}
+        feed = await store.list_events(after=0, limit=100)
+    expected = [user_id for user_id in range(1, 11) if user_id != 7]
+    assert members == {user_id: f"nick {user_id}" for user_id in expected}
+    assert [int(e.data["member"]["id"]) for e in feed if e.type is EventType.MEMBER_JOINED] == expected
+    assert writer.stored == 9 and writer.refused == 1 and resynced == [guild_id]
+    refused = metrics.registry.get_sample_value(
+        "guildlink_member_events_refused_total", {"error": "UnicodeEncodeError"}
+    )
+    assert refused == 1
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("members.event_refused")]
+    assert "guild=1 user=7 kind=joined error=UnicodeEncodeError" in line and "lone" not in line
+
+
+async def test_a_nick_postgresql_refuses_is_set_aside_the_next_change_stored_and_the_guild_resynced(
+    make_sandbox, tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=20, member_list_cooldown=0.2))
+    async with world(sandbox, tmp_path, cooldown=0.2, env={"DATABASE_URL": postgres_url}) as w:
+        guild = sandbox.managed_guilds()[0]
+        await w.link_and_sync(guild.id)
+        store, writer = w.running.store, w.running.bot.member_events
+        first_sync = await store.get_sync_state(guild.id)
+        assert first_sync is not None and first_sync.synced_at is not None
+        after = (await store.list_events(after=0, limit=1000))[-1].id
+        bad, other = (int(m["user"]["id"]) for m in sandbox.members(guild.id)[:2])
+        # PostgreSQL's text cannot hold NUL: a DataError, not a database that is down.
+        sandbox.update_member(guild.id, bad, nick="nul\x00nick")
+        sandbox.update_member(guild.id, other, nick="the next change")
+        # Discord's member is fine again by the time the resync reads it.
+        sandbox.update_member(guild.id, bad, nick="fixed")
+
+        async def written() -> bool:
+            return writer.stored + writer.refused >= 3
+
+        await eventually(written, within=10)
+        assert writer.refused == 1 and writer.stored == 2
+
+        async def resynced() -> bool:
+            sync = await store.get_sync_state(guild.id)
+            assert first_sync.synced_at is not None
+            return sync is not None and sync.synced_at is not None and sync.synced_at > first_sync.synced_at
+
+        await eventually(resynced, within=20)
+        members = {m.user_id: m.nick for m in await store.list_members(guild.id, limit=100)}
+        assert members[other] == "the next change" and members[bad] == "fixed"
+        feed = await store.list_events(after=after, limit=1000)
+        updates = [e.data["member"]["nick"] for e in feed if e.type is EventType.MEMBER_UPDATED]
+        assert updates[:2] == ["the next change", "fixed"]
+        # Whichever of its checks PostgreSQL meets first: the members' text, or the event feed's jsonb.
+        refused = {
+            sample.labels["error"]: sample.value
+            for family in w.running.bot.metrics.registry.collect()
+            if family.name == "guildlink_member_events_refused"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+        assert refused in ({"CharacterNotInRepertoireError": 1}, {"UntranslatableCharacterError": 1})
+        assert any(r.getMessage().startswith(f"links.resync guild={guild.id}") for r in caplog.records)
+        assert not any("nul" in r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from store import PostgresStore, StoreUnavailableError, open_store
+from store import MemberChange, MemberChangeKind, PostgresStore, StoreUnavailableError, open_store
 from store.migrations.postgres import MIGRATIONS
 from store.postgres import _MEMBER_COLUMNS, _MERGE_CHUNK, _STAGING, _staged
 from store.postgres_errors import reason
@@ -254,3 +254,18 @@ async def test_migration_4_adds_the_waiting_until_column_as_sqlites_step_4_does(
     finally:
         await db.close()
     assert kind == "timestamp with time zone"
+
+
+async def test_a_nul_character_is_refused_as_data_not_as_a_database_that_is_down(postgres_url: str) -> None:
+    # PostgreSQL's text cannot hold NUL: the member event writer sets such an event aside (and resyncs its
+    # guild) instead of retrying it forever, as it would a StoreUnavailableError.
+    async with open_store(postgres_url) as store:
+        await store.save_link(a_link(1))
+        now = datetime.now(UTC)
+        bad = MemberChange(1, 7, MemberChangeKind.JOINED, a_member(7, nick="nul\x00nick"), now)
+        with pytest.raises(asyncpg.DataError):
+            await store.apply_member_changes([bad])
+        assert store.recent_write_failure() is None
+        good = MemberChange(1, 8, MemberChangeKind.JOINED, a_member(8, nick="fine"), now)
+        assert await store.apply_member_changes([good]) == 1
+        assert [(m.user_id, m.nick) for m in await store.list_members(1)] == [(8, "fine")]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from store import SqliteStore
+from store import EventType, MemberChange, MemberChangeKind, SqliteStore
 from store.migrations.sqlite import MIGRATIONS
-from tests.store.records import a_link
+from tests.store.records import a_link, a_member
 
 
 async def test_the_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
@@ -66,3 +67,16 @@ async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
         columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
     assert versions == list(range(1, len(MIGRATIONS) + 1)) and "waiting_until" in columns
+
+
+async def test_a_nul_character_in_a_nick_is_stored_as_it_came(tmp_path: Path) -> None:
+    # Unlike PostgreSQL's text, SQLite's holds NUL: the event is stored, not set aside.
+    async with SqliteStore.open(tmp_path / "db.sqlite") as store:
+        await store.save_link(a_link(1))
+        change = MemberChange(
+            1, 7, MemberChangeKind.JOINED, a_member(7, nick="nul\x00nick"), datetime.now(UTC)
+        )
+        assert await store.apply_member_changes([change]) == 1
+        assert [m.nick for m in await store.list_members(1)] == ["nul\x00nick"]
+        [event] = [e for e in await store.list_events(after=0) if e.type is EventType.MEMBER_JOINED]
+        assert event.data["member"]["nick"] == "nul\x00nick"

@@ -59,7 +59,7 @@ class Served:
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, store: Store, **create_app_kwargs: Any) -> AsyncIterator[Served]:
     """create_app on 127.0.0.1 and a free port, with its cleanup_ctx run on exit."""
-    metrics = Metrics()
+    metrics = create_app_kwargs.pop("metrics", None) or Metrics()
     bot = NoBot()
     app = create_app(settings, store, linker=bot, bot_status=bot, metrics=metrics, **create_app_kwargs)
     runner = web.AppRunner(app)
