@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # Discord closes a connection with 4008 past 120 commands in 60 s. discord.py counts a fixed window of 110 and,
 # when full, blocks the socket (heartbeats too) until the window ends. Our commands (op 8, presence) stay
@@ -24,10 +24,14 @@ class GatewayBudget:
         limit: int = OUR_COMMANDS_PER_WINDOW,
         window: float = COMMAND_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a budget needs a limit of 1 or more commands in a window longer than 0 s")
         self._limit = limit
         self._window = window
         self._clock = clock
+        self._sleep = sleep
         self._sent: deque[float] = deque()
         self._queue = asyncio.Lock()
         self._waiting = 0
@@ -40,14 +44,15 @@ class GatewayBudget:
         """Roughly how long a command asked for now would wait for its turn (queued commands included)."""
         now = self._clock()
         self._forget_old(now)
-        ahead = len(self._sent) + self._waiting - self._limit
-        if ahead < 0:
-            return 0.0
-        # Each full window lets `limit` more through.
-        rounds, position = divmod(ahead, self._limit)
-        return (
-            rounds * self._window + max(self._sent[position] + self._window - now, 0.0) if self._sent else 0.0
-        )
+        # Counted from the window's oldest send, ours is send number len(sent) + waiting, and a send goes once
+        # the one `limit` places before it has left the window. Step back `limit` at a time, one window each,
+        # to a send already made; with none there (the waiters outnumber the window's sends, or the window
+        # emptied while they slept), the chain's first send goes at once.
+        links = self._waiting // self._limit + 1
+        index = len(self._sent) + self._waiting - links * self._limit
+        if index < 0:
+            return (links - 1) * self._window
+        return self._sent[index] + links * self._window - now
 
     async def acquire(self) -> None:
         """Wait for a slot, then count one command as sent."""
@@ -60,7 +65,7 @@ class GatewayBudget:
                     if len(self._sent) < self._limit:
                         self._sent.append(now)
                         return
-                    await asyncio.sleep(self._sent[0] + self._window - now)
+                    await self._sleep(self._sent[0] + self._window - now)
         finally:
             self._waiting -= 1
 
