@@ -10,6 +10,7 @@ import discord
 
 from bot.discord_internals import (
     close_orphaned_connections,
+    heartbeat_timeout,
     parser_table,
     set_reading_paused,
     socket_open,
@@ -25,6 +26,7 @@ from bot.member_events import MemberEventWriter
 from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
+from bot.read_valve import ReadValve
 from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
@@ -39,6 +41,9 @@ HEARTBEAT_ACK_GRACE = 10.0
 SHARD_CONNECT_TIMEOUT = 30.0
 # discord.py's default: after READY, how long a quiet gateway means every guild has arrived.
 GUILD_READY_TIMEOUT = 2.0
+# A pause of reading ends by this share of discord.py's heartbeat timeout at the latest (READ_PAUSE_MAX is
+# validated below it too): after the pause, frames read must reach it before the timeout does.
+MAX_PAUSE_OF_HEARTBEAT_TIMEOUT = 0.75
 
 
 def bot_intents() -> discord.Intents:
@@ -99,7 +104,18 @@ class GuildlinkBot(discord.AutoShardedClient):
         self._unreachable: str | None = None
         self.presence = MergedPresence(self._send_presence)
         self.metrics = metrics or Metrics()
-        self.member_sync = MemberSync(store, self, cooldown=member_list_cooldown, metrics=self.metrics)
+        # One valve for the sync's chunks and the member events: what they hold for the store together pauses
+        # reading; a pause ends before discord.py would take the silence for a dead session and reconnect.
+        self.read_valve = ReadValve(
+            self._pause_gateway_reading,
+            cap=settings.member_buffer_max,
+            max_pause=min(settings.read_pause_max, heartbeat_timeout(self) * MAX_PAUSE_OF_HEARTBEAT_TIMEOUT),
+            metrics=self.metrics,
+        )
+        # The sync first: when a pause reaches its cap, its chunks are dropped before any member event is.
+        self.member_sync = MemberSync(
+            store, self, cooldown=member_list_cooldown, metrics=self.metrics, valve=self.read_valve
+        )
         self.links = LinkedGuilds(
             store,
             self.member_sync,
@@ -109,7 +125,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             owns=self.owns_guild,
         )
         self.member_events = MemberEventWriter(
-            store, is_linked=self.links.__contains__, pause_reading=self._pause_gateway_reading
+            store, is_linked=self.links.__contains__, valve=self.read_valve, resync=self.member_sync.resync
         )
         self._install_raw_handlers()
 
@@ -148,6 +164,12 @@ class GuildlinkBot(discord.AutoShardedClient):
             self.member_sync.note_member_removed(int(data["guild_id"]), int(data["user"]["id"]))
             self.member_events.member_removed(data)
 
+        def session_started(data: Any) -> None:
+            # A new socket (READY or RESUMED after a reconnect) is read until told otherwise.
+            self.read_valve.reapply()
+
+        parsers["READY"] = chained(session_started, parsers["READY"])
+        parsers["RESUMED"] = chained(session_started, parsers["RESUMED"])
         parsers["GUILD_MEMBERS_CHUNK"] = members_chunk
         parsers["RATE_LIMITED"] = guarded(self.member_sync.on_rate_limited)
         parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_joined, parsers["GUILD_MEMBER_ADD"])
@@ -190,6 +212,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         await self.presence.close()
         await self.member_sync.close()
         await self.member_events.close()
+        self.read_valve.close()
         await super().close()
         if orphans := await close_orphaned_connections(self):
             log.info("bot.closed_orphaned_connections count=%d", orphans)
