@@ -165,7 +165,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             self.member_events.member_removed(data)
 
         def session_started(data: Any) -> None:
-            # A new socket (READY or RESUMED after a reconnect) is read until told otherwise.
+            # A new socket (READY, or RESUMED after a reconnect) starts out reading: paused too if the valve is.
             self.read_valve.reapply()
 
         parsers["READY"] = chained(session_started, parsers["READY"])

@@ -49,7 +49,8 @@ class MemberEventWriter:
         self._valve = valve or ReadValve(lambda paused: None, cap=2**62, max_pause=60.0)
         self._valve.add_shedder(self._drop_queued)
         self._resync = resync
-        self._batch_cap = batch_cap
+        # A batch held by a stalled database must leave the valve room to reopen below its cap.
+        self._batch_cap = min(batch_cap, max(1, self._valve.cap // 4))
         self._pending: deque[MemberChange] = deque()
         self._arrived = asyncio.Event()
         self._drained = asyncio.Event()
