@@ -24,6 +24,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Discord's 5 s between IDENTIFYs of a max_concurrency bucket, plus a margin for clocks and the trip there.
 DEFAULT_IDENTIFY_INTERVAL = 5.0 + 0.25
+# Members (sync chunks and member events together, about half a kilobyte each) held for the database before
+# reading from the gateway pauses; it resumes at half.
+DEFAULT_MEMBER_BUFFER_MAX = 50_000
+# A pause of reading lasts this long at most, then the buffered members are dropped (their guilds read again
+# later). discord.py drops a session after 60 s without reading (its heartbeat_timeout): the maximum stays
+# well below, so that the frames read after the pause reach it first.
+DEFAULT_READ_PAUSE_MAX = 20.0
+MAX_READ_PAUSE_MAX = 45.0
 
 
 LOG_FORMATS = ("text", "json")
@@ -94,6 +102,16 @@ SETTINGS_TABLE: tuple[SettingInfo, ...] = (
         "IDENTIFY_INTERVAL",
         str(DEFAULT_IDENTIFY_INTERVAL),
         "seconds between IDENTIFYs of a max_concurrency bucket (lower only for a Discord-compatible server)",
+    ),
+    SettingInfo(
+        "MEMBER_BUFFER_MAX",
+        str(DEFAULT_MEMBER_BUFFER_MAX),
+        "members held for a slow database before gateway reading pauses (resumes at half)",
+    ),
+    SettingInfo(
+        "READ_PAUSE_MAX",
+        f"{DEFAULT_READ_PAUSE_MAX:g}",
+        f"seconds a pause may last (at most {MAX_READ_PAUSE_MAX:g}); then buffered members are dropped, read again later",
     ),
 )
 SETTING_DEFAULTS = {info.name: info.default for info in SETTINGS_TABLE}
@@ -177,6 +195,11 @@ class Settings:
     # Seconds between IDENTIFYs of one bucket across the fleet: Discord's rule; lower only for a
     # Discord-compatible server with a shorter window (the sandbox's --identify-interval).
     identify_interval: float = DEFAULT_IDENTIFY_INTERVAL
+    # Members (sync chunks, member events) held for the database before gateway reading pauses; resumes at half.
+    member_buffer_max: int = DEFAULT_MEMBER_BUFFER_MAX
+    # The longest pause: then the buffered members are dropped and their guilds read again later, before
+    # discord.py's heartbeat timeout (60 s without reading) would drop the session.
+    read_pause_max: float = DEFAULT_READ_PAUSE_MAX
 
     @property
     def api_base_url(self) -> str:
@@ -348,6 +371,12 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     if metrics not in ("off", "token", "open"):
         problems.append(f"METRICS must be off, token (behind API_TOKEN) or open, not {metrics_raw!r}.")
     identify_interval = _float_setting(get("IDENTIFY_INTERVAL"), "IDENTIFY_INTERVAL", problems, maximum=60.0)
+    member_buffer_max = _int_setting(
+        get("MEMBER_BUFFER_MAX"), "MEMBER_BUFFER_MAX", problems, minimum=1_000, maximum=10_000_000
+    )
+    read_pause_max = _float_setting(
+        get("READ_PAUSE_MAX"), "READ_PAUSE_MAX", problems, minimum=0.1, maximum=MAX_READ_PAUSE_MAX
+    )
     link_rate_limit = _int_setting(
         get("LINK_RATE_LIMIT"), "LINK_RATE_LIMIT", problems, minimum=0, maximum=100_000
     )
@@ -391,6 +420,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         shard_count=shard_count,
         shard_ids=shard_ids,
         identify_interval=identify_interval,
+        member_buffer_max=member_buffer_max,
+        read_pause_max=read_pause_max,
         link_rate_limit=link_rate_limit,
         metrics=metrics,
         trusted_proxies=trusted_proxies,
@@ -518,15 +549,17 @@ def masked_database_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query="&".join(masked_pairs)))
 
 
-def _float_setting(raw: str | None, name: str, problems: list[str], *, maximum: float) -> float:
-    """A number of seconds from 0 to `maximum`."""
+def _float_setting(
+    raw: str | None, name: str, problems: list[str], *, minimum: float = 0.0, maximum: float
+) -> float:
+    """A number of seconds from `minimum` to `maximum`."""
     try:
         value = float(raw or "")
     except ValueError:
         problems.append(f"{name} must be a number of seconds, not {raw!r}.")
         return 0.0
-    if not 0 <= value <= maximum:
-        problems.append(f"{name} must be between 0 and {maximum:g} seconds.")
+    if not minimum <= value <= maximum:
+        problems.append(f"{name} must be between {minimum:g} and {maximum:g} seconds.")
     return value
 
 

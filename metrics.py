@@ -71,6 +71,13 @@ class Metrics:
         self.event_queue = Gauge(
             "guildlink_member_event_queue_depth", "Member events received and not yet stored", registry=r
         )
+        self.read_pauses = Counter(
+            "guildlink_gateway_read_pauses",
+            "Pauses of gateway reading while the database caught up, by how they ended: drained, or capped"
+            " (buffered members dropped, their guilds to be read again)",
+            ["ended"],
+            registry=r,
+        )
         self.notify_lag = Histogram(
             "guildlink_notify_lag_seconds",
             "From a link's commit to its shard's process hearing of it",

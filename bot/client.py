@@ -11,6 +11,7 @@ import discord
 
 from bot.discord_internals import (
     close_orphaned_connections,
+    heartbeat_timeout,
     parser_table,
     set_reading_paused,
     socket_open,
@@ -26,6 +27,7 @@ from bot.member_events import MemberEventWriter
 from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
+from bot.read_valve import ReadValve
 from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
@@ -41,6 +43,9 @@ HEARTBEAT_ACK_GRACE = 10.0
 SHARD_CONNECT_TIMEOUT = 30.0
 # discord.py's default: after READY, how long a quiet gateway means every guild has arrived.
 GUILD_READY_TIMEOUT = 2.0
+# A pause of reading ends by this share of discord.py's heartbeat timeout at the latest (READ_PAUSE_MAX is
+# validated below it too): after the pause, frames read must reach it before the timeout does.
+MAX_PAUSE_OF_HEARTBEAT_TIMEOUT = 0.75
 
 
 def bot_intents() -> discord.Intents:
@@ -104,12 +109,22 @@ class GuildlinkBot(discord.AutoShardedClient):
         self.metrics = metrics or Metrics()
         # The process's one, shared with the web side (for /readyz); a bot of its own in tests.
         self.supervisor = supervisor or Supervisor(self.metrics)
+        # One valve for the sync's chunks and the member events: what they hold for the store together pauses
+        # reading; a pause ends before discord.py would take the silence for a dead session and reconnect.
+        self.read_valve = ReadValve(
+            self._pause_gateway_reading,
+            cap=settings.member_buffer_max,
+            max_pause=min(settings.read_pause_max, heartbeat_timeout(self) * MAX_PAUSE_OF_HEARTBEAT_TIMEOUT),
+            metrics=self.metrics,
+        )
+        # The sync first: when a pause reaches its cap, its chunks are dropped before any member event is.
         self.member_sync = MemberSync(
             store,
             self,
             cooldown=member_list_cooldown,
             hold=HoldRule(settings.reconcile_hold_share, settings.reconcile_hold_min),
             metrics=self.metrics,
+            valve=self.read_valve,
         )
         self.links = LinkedGuilds(
             store,
@@ -124,8 +139,8 @@ class GuildlinkBot(discord.AutoShardedClient):
             is_linked=self.links.__contains__,
             supervisor=self.supervisor,
             metrics=self.metrics,
+            valve=self.read_valve,
             resync=self.links.resync,
-            pause_reading=self._pause_gateway_reading,
         )
         self._install_raw_handlers()
 
@@ -164,6 +179,12 @@ class GuildlinkBot(discord.AutoShardedClient):
             self.member_sync.note_member_removed(int(data["guild_id"]), int(data["user"]["id"]))
             self.member_events.member_removed(data)
 
+        def session_started(data: Any) -> None:
+            # A new socket (READY, or RESUMED after a reconnect) starts out reading: paused too if the valve is.
+            self.read_valve.reapply()
+
+        parsers["READY"] = chained(session_started, parsers["READY"])
+        parsers["RESUMED"] = chained(session_started, parsers["RESUMED"])
         parsers["GUILD_MEMBERS_CHUNK"] = members_chunk
         parsers["RATE_LIMITED"] = guarded(self.member_sync.on_rate_limited)
         parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_joined, parsers["GUILD_MEMBER_ADD"])
@@ -206,6 +227,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         await self.presence.close()
         await self.member_sync.close()
         await self.member_events.close()
+        self.read_valve.close()
         await super().close()
         if orphans := await close_orphaned_connections(self):
             log.info("bot.closed_orphaned_connections count=%d", orphans)

@@ -10,6 +10,8 @@ from typing import Any
 
 import discord
 import yarl
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
 from discord.gateway import DiscordWebSocket, KeepAliveHandler
 from discord.http import Route
 
@@ -110,10 +112,36 @@ async def close_orphaned_connections(client: discord.Client) -> int:
 def set_reading_paused(ws: DiscordWebSocket | None, paused: bool) -> None:
     """Stop (or resume) reading the connection's socket, so that TCP holds further events at Discord.
 
-    The member-event writer's back-pressure: dispatches reach us synchronously from discord.py's reader,
-    which cannot be made to wait; pausing the transport under aiohttp's WebSocket is the one way to slow it.
+    The read valve's back-pressure: dispatches reach us synchronously from discord.py's reader, which cannot
+    be made to wait; pausing the transport under aiohttp's WebSocket is the one way to slow it. aiohttp
+    resumes it by itself whenever it hands over a frame it had buffered, so a pause is applied again at each
+    dispatch read while paused.
     """
-    socket = getattr(ws, "socket", None) if ws is not None else None
-    protocol = getattr(socket, "_protocol", None)
+    protocol = _socket_protocol(ws)
     if protocol is not None:
         (protocol.pause_reading if paused else protocol.resume_reading)()
+
+
+def socket_reading(ws: DiscordWebSocket | None) -> bool:
+    """Whether the connection's transport is reading (not paused by `set_reading_paused`); False with none."""
+    protocol = _socket_protocol(ws)
+    transport = protocol.transport if protocol is not None else None
+    return transport is not None and transport.is_reading()
+
+
+def _socket_protocol(ws: DiscordWebSocket | None) -> ResponseHandler | None:
+    """The asyncio protocol under discord.py's aiohttp WebSocket: its connection's, the one aiohttp pauses.
+
+    (The WebSocket's own `_protocol` is the negotiated subprotocol's name, not this.)
+    """
+    socket = getattr(ws, "socket", None) if ws is not None else None
+    connection = getattr(socket, "_conn", None)
+    return connection.protocol if isinstance(connection, Connection) else None
+
+
+def heartbeat_timeout(client: discord.Client) -> float:
+    """discord.py's `heartbeat_timeout` option: with nothing read for this long, it drops the session.
+
+    The option is public to set and kept only on the private connection state.
+    """
+    return float(client._connection.heartbeat_timeout)

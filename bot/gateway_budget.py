@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # Discord closes a connection with 4008 past 120 commands in 60 s. discord.py counts a fixed window of 110 and,
 # when full, blocks the socket (heartbeats too) until the window ends. Our commands (op 8, presence) stay
@@ -24,10 +24,14 @@ class GatewayBudget:
         limit: int = OUR_COMMANDS_PER_WINDOW,
         window: float = COMMAND_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a budget needs a limit of 1 or more commands in a window longer than 0 s")
         self._limit = limit
         self._window = window
         self._clock = clock
+        self._sleep = sleep
         self._sent: deque[float] = deque()
         self._queue = asyncio.Lock()
         self._waiting = 0
@@ -66,7 +70,7 @@ class GatewayBudget:
                     if len(self._sent) < self._limit:
                         self._sent.append(now)
                         return
-                    await asyncio.sleep(self._sent[0] + self._window - now)
+                    await self._sleep(self._sent[0] + self._window - now)
         finally:
             self._waiting -= 1
 

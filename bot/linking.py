@@ -83,10 +83,10 @@ class LinkedGuilds:
 
     def resync(self, guild_id: int) -> None:
         """What the store holds of the guild may be stale (one of its member events was refused): read it again."""
-        member_count = self._member_count_of(guild_id)
-        if guild_id in self._active and member_count is not None:
+        if guild_id in self._active:
             log.info("links.resync guild=%d", guild_id)
-            self._sync.schedule(guild_id, member_count=member_count)
+            # A sync already running may have read those members before the events: it is followed by another.
+            self._sync.resync(guild_id)
 
     # Gateway events, called by the client
 

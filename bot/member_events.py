@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.payloads import member_from_payload
+from bot.read_valve import ReadValve
 from metrics import Metrics
 from store import MemberChange, MemberChangeKind, Store, StoreUnavailableError
 from supervision import Supervisor
@@ -23,9 +24,6 @@ log = logging.getLogger(__name__)
 
 # The writer takes whatever has gathered, up to this many events, and commits it as one transaction.
 BATCH_CAP = 5_000
-# Past this many events waiting, reading from the gateway pauses until the writer has caught up by half:
-# TCP's flow control then holds the rest at Discord, and nothing is dropped.
-MAX_QUEUED = 50_000
 # A write the database refused (full disk, read-only for a moment) is tried again after these waits, growing
 # to the last; the batch is never dropped, and the events behind it wait, so the order holds.
 RETRY_WAITS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -47,20 +45,23 @@ class MemberEventWriter:
         is_linked: Callable[[int], bool],
         supervisor: Supervisor,
         metrics: Metrics,
+        valve: ReadValve | None = None,
         resync: Callable[[int], None] = lambda guild_id: None,
-        pause_reading: Callable[[bool], None] = lambda paused: None,
         batch_cap: int = BATCH_CAP,
-        max_queued: int = MAX_QUEUED,
     ) -> None:
         self._store = store
         self._is_linked = is_linked
         self._supervisor = supervisor
         self._refused = metrics.member_events_refused
-        # Called with the guild of an event that was refused: what the store holds of it may be stale now.
+        # Past the valve's cap (events and sync chunks together) reading from the gateway pauses: TCP's flow
+        # control then holds the rest at Discord. Should the pause reach its cap, the queued events are
+        # dropped and their guilds `resync`ed, which reads each member as it is then.
+        self._valve = valve or ReadValve(lambda paused: None, cap=2**62, max_pause=60.0)
+        self._valve.add_shedder(self._drop_queued)
+        # Called with the guild of an event that was refused or dropped: what the store holds of it may be stale.
         self._resync = resync
-        self._pause_reading = pause_reading
-        self._batch_cap = batch_cap
-        self._max_queued = max_queued
+        # A batch held by a stalled database must leave the valve room to reopen below its cap.
+        self._batch_cap = min(batch_cap, max(1, self._valve.cap // 4))
         self._pending: deque[MemberChange] = deque()
         self._arrived = asyncio.Event()
         self._drained = asyncio.Event()
@@ -69,7 +70,6 @@ class MemberEventWriter:
         # Events stored since start (benchmarks and tests wait for a count), and refused by the database.
         self.stored = 0
         self.refused = 0
-        self._paused = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -117,10 +117,26 @@ class MemberEventWriter:
         self._pending.append(MemberChange(guild_id, user_id, kind, member, datetime.now(UTC)))
         self._arrived.set()
         self._drained.clear()
-        if not self._paused and len(self._pending) >= self._max_queued:
-            self._paused = True
-            log.warning("members.backpressure queued=%d: gateway reading paused", len(self._pending))
-            self._pause_reading(True)
+        self._valve.grow(1)
+
+    def _drop_queued(self) -> None:
+        """The valve's shedder: drop the events not being written, and read their guilds again instead."""
+        if not self._pending:
+            return
+        dropped = len(self._pending)
+        guilds = {change.guild_id for change in self._pending}
+        self._pending.clear()
+        self._arrived.clear()
+        if not self._writing:
+            self._drained.set()
+        self._valve.shrink(dropped)
+        log.warning(
+            "members.events_dropped count=%d guilds=%d: the database is behind; those guilds are read again",
+            dropped,
+            len(guilds),
+        )
+        for guild_id in sorted(guilds):
+            self._resync(guild_id)
 
     # The writer
 
@@ -135,13 +151,10 @@ class MemberEventWriter:
                 await self._write_until_stored(batch)
             finally:
                 self._writing = 0
+                self._valve.shrink(len(batch))
                 # Also when the writer crashed (it is restarted): wait_written must not wait for a lost batch.
                 if not self._pending:
                     self._drained.set()
-            if self._paused and len(self._pending) <= self._max_queued // 2:
-                self._paused = False
-                log.info("members.backpressure_released queued=%d", len(self._pending))
-                self._pause_reading(False)
 
     async def _write_until_stored(self, batch: list[MemberChange]) -> None:
         """Store the batch, but for any event the database refuses for what it holds (found by halving)."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.payloads import member_from_payload
+from bot.read_valve import ReadValve
 from metrics import Metrics
 from store import GuildLock, HoldRule, Member, Store, StoreUnavailableError, SyncPhase, SyncState
 
@@ -48,6 +49,15 @@ class GuildLockLostError(Exception):
     """The guild's sync lock was lost mid-sync (its database session ended): another process may take over."""
 
 
+class SyncAbandonedError(Exception):
+    """The database fell so far behind the guild's chunks that they were dropped: the sync starts again later."""
+
+    def __init__(self, guild_id: int) -> None:
+        super().__init__(
+            f"guild {guild_id}: the database fell behind the gateway, so its chunks were dropped"
+        )
+
+
 class ChunkRequester(Protocol):
     def gateway_wait(self, guild_id: int) -> float:
         """Roughly how long an op 8 for the guild would wait for its connection's command budget."""
@@ -61,14 +71,46 @@ class ChunkRequester(Protocol):
 
 @dataclass
 class _ChunkRequest:
-    """One whole-list request in flight: chunks flow through `chunks` to the writer."""
+    """One whole-list request in flight: chunks flow through `chunks` to the writer.
+
+    The valve counts every member in `chunks` and the chunk being written, with the other producers': past
+    its cap the gateway stops being read, so the queue is bounded although the parser cannot wait.
+    """
 
     guild_id: int
     nonce: str
+    valve: ReadValve
     # Each chunk with the time it arrived: Discord's view of those members then.
     chunks: asyncio.Queue[tuple[datetime, list[Member]] | None] = field(default_factory=asyncio.Queue)
+    # Members in `chunks` (not the chunk being written): what abandoning the request frees.
+    queued: int = 0
     received: int = 0
     rate_limited: float | None = None
+    abandoned: bool = False
+
+    def put(self, received_at: datetime, members: list[Member]) -> None:
+        if self.abandoned:
+            return
+        self.chunks.put_nowait((received_at, members))
+        self.queued += len(members)
+        self.valve.grow(len(members))
+
+    def take(self, chunk: tuple[datetime, list[Member]]) -> list[Member]:
+        """The writer has taken the chunk: it counts as being written, no longer as queued."""
+        self.queued -= len(chunk[1])
+        return chunk[1]
+
+    def drop_queued(self) -> None:
+        while not self.chunks.empty():
+            self.chunks.get_nowait()
+        self.valve.shrink(self.queued)
+        self.queued = 0
+
+    def abandon(self) -> None:
+        """Drop the queued chunks and those still to come; the writer stops after the chunk it is writing."""
+        self.abandoned = True
+        self.drop_queued()
+        self.chunks.put_nowait(None)
 
 
 class GatewayRateLimitedError(Exception):
@@ -91,6 +133,7 @@ class MemberSync:
         locked_retry_wait: float = LOCKED_RETRY_WAIT,
         hold: HoldRule | None = None,
         metrics: Metrics | None = None,
+        valve: ReadValve | None = None,
     ) -> None:
         self._store = store
         self._requester = requester
@@ -100,10 +143,15 @@ class MemberSync:
         self._locked_retry_wait = locked_retry_wait
         self._hold = hold or HoldRule()
         self._metrics = metrics or Metrics()
+        # Alone (no bot around it), nothing to pause: the valve only counts.
+        self._valve = valve or ReadValve(lambda paused: None, cap=2**62, max_pause=CHUNK_TIMEOUT)
+        self._valve.add_shedder(self._abandon_buffering)
         self._requests: dict[str, _ChunkRequest] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         # Members removed while a sync runs: a later chunk must not bring them back.
         self._removed: dict[int, set[int]] = {}
+        # Guilds whose running sync must be followed by another (member events of theirs were dropped).
+        self._stale: set[int] = set()
 
     # Raw gateway dispatches, called synchronously from discord.py's parser table.
 
@@ -111,12 +159,12 @@ class MemberSync:
         """Take a GUILD_MEMBERS_CHUNK of ours; False if the chunk answers someone else's request."""
         nonce = str(data.get("nonce"))
         request = self._requests.get(nonce)
-        if request is None:
-            # A chunk of a request we gave up (the guild was unlinked): drop it.
-            return nonce.startswith(NONCE_PREFIX)
+        if request is None or request.abandoned:
+            # A chunk of a request we gave up (the guild was unlinked, the database fell behind): drop it.
+            return request is not None or nonce.startswith(NONCE_PREFIX)
         removed = self._removed.get(request.guild_id, set())
         members = [member_from_payload(m) for m in data.get("members", ())]
-        request.chunks.put_nowait((datetime.now(UTC), [m for m in members if m.user_id not in removed]))
+        request.put(datetime.now(UTC), [m for m in members if m.user_id not in removed])
         request.received += 1
         if request.received >= int(data.get("chunk_count", 1)):
             request.chunks.put_nowait(None)
@@ -137,10 +185,30 @@ class MemberSync:
         if guild_id in self._running:
             self._removed.setdefault(guild_id, set()).add(user_id)
 
+    def _abandon_buffering(self) -> None:
+        """The valve's shedder: give up the syncs holding chunks, the largest first, until it is back to half."""
+        for request in sorted(self._requests.values(), key=lambda r: r.queued, reverse=True):
+            if not self._valve.above_resume_mark() or request.queued == 0:
+                return
+            log.warning(
+                "sync.abandoned guild=%d chunks_dropped_members=%d: the database is behind, resync later",
+                request.guild_id,
+                request.queued,
+            )
+            request.abandon()
+
     # Scheduling
 
     def is_syncing(self, guild_id: int) -> bool:
         return guild_id in self._running
+
+    def resync(self, guild_id: int) -> None:
+        """Read the guild again from scratch (member events of it were dropped unwritten)."""
+        if guild_id in self._running:
+            # The running sync may have read those members before the events: it is followed by another.
+            self._stale.add(guild_id)
+        else:
+            self.schedule(guild_id)
 
     def schedule(self, guild_id: int, *, member_count: int | None = None) -> None:
         """Sync the guild soon, unless a sync of it is already running (it reconciles everything)."""
@@ -168,6 +236,10 @@ class MemberSync:
                     await self.sync(guild_id, member_count=member_count)
                     self._metrics.sync_seconds.observe(time.monotonic() - started)
                     self._metrics.syncs.labels("synced").inc()
+                    if guild_id in self._stale:
+                        self._stale.discard(guild_id)
+                        log.info("sync.again guild=%d: member events were dropped while it ran", guild_id)
+                        continue
                     return
                 except LinkGoneError:
                     log.info("sync.stopped guild=%d: the link is no longer active", guild_id)
@@ -200,6 +272,7 @@ class MemberSync:
         finally:
             self._running.pop(guild_id, None)
             self._removed.pop(guild_id, None)
+            self._stale.discard(guild_id)
 
     async def _synced_since(self, guild_id: int, since: datetime) -> bool:
         try:
@@ -324,7 +397,7 @@ class MemberSync:
     async def _via_gateway(self, guild_id: int, progress: _Progress) -> None:
         for attempt in range(1, MAX_GATEWAY_ATTEMPTS + 1):
             await self._wait_for_cooldown(guild_id, progress)
-            request = _ChunkRequest(guild_id, NONCE_PREFIX + secrets.token_hex(12))
+            request = _ChunkRequest(guild_id, NONCE_PREFIX + secrets.token_hex(12), self._valve)
             self._requests[request.nonce] = request
             try:
                 await self._requester.request_whole_list(guild_id, request.nonce)
@@ -333,6 +406,7 @@ class MemberSync:
                 await self._drain(request, progress)
             finally:
                 del self._requests[request.nonce]
+                request.drop_queued()
             if request.rate_limited is None:
                 return
             log.warning(
@@ -347,12 +421,26 @@ class MemberSync:
 
     async def _drain(self, request: _ChunkRequest, progress: _Progress) -> None:
         while True:
-            # Every wait is bounded: a request Discord never answers must not hang the sync.
-            chunk = await asyncio.wait_for(request.chunks.get(), self._chunk_timeout)
+            chunk = await self._next_chunk(request)
+            if request.abandoned:
+                raise SyncAbandonedError(request.guild_id)
             if chunk is None:
                 return
-            received_at, members = chunk
-            await self._write(request.guild_id, members, progress, received_at)
+            members = request.take(chunk)
+            try:
+                await self._write(request.guild_id, members, progress, chunk[0])
+            finally:
+                self._valve.shrink(len(members))
+
+    async def _next_chunk(self, request: _ChunkRequest) -> tuple[datetime, list[Member]] | None:
+        while True:
+            # Every wait is bounded: a request Discord never answers must not hang the sync.
+            try:
+                return await asyncio.wait_for(request.chunks.get(), self._chunk_timeout)
+            except TimeoutError:
+                # Unless we stopped reading: then the chunks wait at Discord for the database to catch up.
+                if not self._valve.paused_within(self._chunk_timeout):
+                    raise
 
     async def _via_rest(self, guild_id: int, progress: _Progress) -> None:
         after = 0

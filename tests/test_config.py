@@ -314,3 +314,14 @@ def test_the_identify_interval_is_discords_unless_set_for_another_server() -> No
         with pytest.raises(SettingsError) as refused:
             parse_settings(valid_env(IDENTIFY_INTERVAL=raw))
         assert any("IDENTIFY_INTERVAL" in problem for problem in refused.value.problems)
+
+
+def test_the_read_pause_stays_below_discord_pys_heartbeat_timeout() -> None:
+    default = parse_settings(valid_env())
+    assert (default.member_buffer_max, default.read_pause_max) == (50_000, 20.0)
+    tuned = parse_settings(valid_env(MEMBER_BUFFER_MAX="2000", READ_PAUSE_MAX="1.5"))
+    assert (tuned.member_buffer_max, tuned.read_pause_max) == (2_000, 1.5)
+    for name, raw in (("READ_PAUSE_MAX", "60"), ("READ_PAUSE_MAX", "0"), ("MEMBER_BUFFER_MAX", "10")):
+        with pytest.raises(SettingsError) as refused:
+            parse_settings(valid_env(**{name: raw}))
+        assert any(problem.startswith(name) for problem in refused.value.problems), (name, raw)
