@@ -17,35 +17,9 @@ import discord
 from bench.sandbox_sides import run_bare, running_bot
 from bot.client import bot_intents
 from store import Link
+from tests.rss import PeakRss
 
 STORM_EVENTS = ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE")
-
-
-def rss_mb() -> float:
-    """This process's resident set size now (not the peak: the storm's growth is what is asked)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class RssWatch:
-    """Samples RSS every 50 ms while the storm runs; the growth is the peak over the start."""
-
-    def __init__(self) -> None:
-        self.start = rss_mb()
-        self.peak = self.start
-        self._task = asyncio.create_task(self._sample())
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, rss_mb())
-            await asyncio.sleep(0.05)
-
-    def stop(self) -> float:
-        self._task.cancel()
-        self.peak = max(self.peak, rss_mb())
-        return self.peak - self.start
 
 
 async def start_storm(sandbox: dict[str, Any], guild_id: int, updates: int, removals: int) -> float:
@@ -82,7 +56,7 @@ async def bare(sandbox: dict[str, Any], guild_id: int, updates: int, removals: i
 
     @client.event
     async def on_ready() -> None:
-        watch = RssWatch()
+        watch = PeakRss(interval=0.05)
         started, cpu_started = time.perf_counter(), time.process_time()
         result["sandbox_seconds"] = await start_storm(sandbox, guild_id, updates, removals)
         await wait_until(lambda: seen["events"] >= updates + removals)
@@ -106,7 +80,7 @@ async def ours(
         await bot.links.guild_linked(link)
         await bot.member_sync.wait_idle()
         before = await store.count_members(guild_id)
-        watch = RssWatch()
+        watch = PeakRss(interval=0.05)
         started, cpu_started = time.perf_counter(), time.process_time()
         sandbox_seconds = await start_storm(sandbox, guild_id, updates, removals)
         await wait_until(lambda: bot.member_events.stored >= updates + removals)

@@ -27,31 +27,7 @@ from bot.client import GuildlinkBot
 from bot.discord_internals import discord_endpoint
 from config import parse_settings
 from store import Link, Store, open_store
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-class PeakRss:
-    """The highest RSS sampled every 10 ms from now on (the kernel's high-water mark counts start-up too)."""
-
-    def __init__(self) -> None:
-        self.start = rss_mb()
-        self.peak = self.start
-        self._task = asyncio.create_task(self._sample())
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, rss_mb())
-            await asyncio.sleep(0.01)
-
-    def stop(self) -> None:
-        self._task.cancel()
-        self.peak = max(self.peak, rss_mb())
+from tests.rss import PeakRss
 
 
 def slowed(write: Callable[..., Awaitable[Any]], delay: float, gate: asyncio.Event) -> Callable[..., Any]:

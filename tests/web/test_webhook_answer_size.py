@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from aiohttp import web
 
 from store import open_store
 from tests.harness import eventually
+from tests.rss import PeakRss
 from tests.store.records import a_link
 from tests.web.receiver import WEBHOOK_SECRET
 from tests.web.serving import app_settings, serving
@@ -21,11 +20,6 @@ from tests.web.test_webhooks import FAST
 log = logging.getLogger(__name__)
 
 ANSWER_BYTES = 256 * 1024 * 1024
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
 
 
 @contextlib.asynccontextmanager
@@ -63,15 +57,7 @@ async def test_a_huge_answer_is_not_read_and_the_events_are_delivered(
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     async with flooding_receiver() as (url, posts), open_store(database_url) as store:
-        before = peak = rss_bytes()
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss_bytes())
-                await asyncio.sleep(0.01)
-
-        watching = asyncio.create_task(watch())
+        watch = PeakRss()
         env = {"WEBHOOK_URL": url, "WEBHOOK_SECRET": WEBHOOK_SECRET}
         async with serving(app_settings(database_url, env), store, webhook_policy=FAST):
             for guild_id in (1, 2, 3):
@@ -81,8 +67,7 @@ async def test_a_huge_answer_is_not_read_and_the_events_are_delivered(
                 return (await store.webhook_cursor()).delivered_up_to == 3
 
             await eventually(all_delivered, within=30)
-        watching.cancel()
-    growth = (peak - before) / 2**20
+    growth = watch.stop()
     record_property("peak_rss_growth_mib", round(growth, 1))
     log.info("webhook_answer_size peak_rss_growth_mib=%.1f answer_mib=%d", growth, ANSWER_BYTES // 2**20)
     assert len(posts) == 3
