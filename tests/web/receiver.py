@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,14 @@ async def receiving(receiver: Receiver | None = None) -> AsyncIterator[Receiver]
         receiver.attempts.append(Attempt(dict(request.headers), body, time.monotonic(), status))
         return web.Response(status=status, text="ok" if status < 300 else "not now")
 
+    async with posted_to(handle) as url:
+        receiver.url = url
+        yield receiver
+
+
+@contextlib.asynccontextmanager
+async def posted_to(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """`handle` answering POSTs on 127.0.0.1 and a free port; yields the URL to POST to."""
     app = web.Application()
     app.router.add_post("/hooks/guildlink", handle)
     # No access log: a receiver's lines would muddle tests that read guildlink's own log.
@@ -92,7 +100,6 @@ async def receiving(receiver: Receiver | None = None) -> AsyncIterator[Receiver]
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         host, port = runner.addresses[0][:2]
-        receiver.url = f"http://{host}:{port}/hooks/guildlink"
-        yield receiver
+        yield f"http://{host}:{port}/hooks/guildlink"
     finally:
         await runner.cleanup()

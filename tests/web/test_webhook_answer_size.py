@@ -13,7 +13,7 @@ from store import open_store
 from tests.harness import eventually
 from tests.rss import PeakRss
 from tests.store.records import a_link
-from tests.web.receiver import WEBHOOK_SECRET
+from tests.web.receiver import WEBHOOK_SECRET, posted_to
 from tests.web.serving import app_settings, serving
 from tests.web.test_webhooks import FAST
 
@@ -39,17 +39,8 @@ async def flooding_receiver() -> AsyncIterator[tuple[str, list[int]]]:
                 await response.write(chunk)
         return response
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/hook", posts
-    finally:
-        await runner.cleanup()
+    async with posted_to(handle) as url:
+        yield url, posts
 
 
 async def test_a_huge_answer_is_not_read_and_the_events_are_delivered(
