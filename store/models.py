@@ -238,5 +238,15 @@ class SyncOutcome:
 
 def member_change_data(change: MemberChange) -> dict[str, Any]:
     if change.member is None:
-        return {"user_id": str(change.user_id)}
-    return {"member": change.member.as_json()}
+        return member_left_data(change.user_id)
+    return member_data(change.member)
+
+
+def member_data(member: Member) -> dict[str, Any]:
+    """member.joined's and member.updated's data, for a gateway event and a resync's diff alike."""
+    return {"member": member.as_json()}
+
+
+def member_left_data(user_id: int) -> dict[str, Any]:
+    """member.left's data, for a gateway leave and a resync's removal alike."""
+    return {"user_id": str(user_id)}

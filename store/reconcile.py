@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from store.models import EventType, Member, SyncPhase, SyncState
+from store.models import EventType, Member, SyncPhase, SyncState, member_data, member_left_data
 
 # (type, guild id, data): what the engines' _add_events write.
 AnnouncedEvent = tuple[EventType, int, dict[str, Any]]
@@ -59,15 +59,15 @@ def chunk_events(
         row = stored.get(member.user_id)
         if row is None:
             joined += 1
-            events.append((EventType.MEMBER_JOINED, guild_id, {"member": member.as_json()}))
+            events.append((EventType.MEMBER_JOINED, guild_id, member_data(member)))
         elif (row.changed_at is None or row.changed_at < snapshot_at) and not _same(row.member, member):
-            events.append((EventType.MEMBER_UPDATED, guild_id, {"member": member.as_json()}))
+            events.append((EventType.MEMBER_UPDATED, guild_id, member_data(member)))
     return events, joined
 
 
 def left_events(guild_id: int, user_ids: Iterable[int]) -> list[AnnouncedEvent]:
     """member.left for each user a resync (or its confirmation) removed, as a gateway leave is announced."""
-    return [(EventType.MEMBER_LEFT, guild_id, {"user_id": str(user_id)}) for user_id in user_ids]
+    return [(EventType.MEMBER_LEFT, guild_id, member_left_data(user_id)) for user_id in user_ids]
 
 
 def held_state(guild_id: int, members: int, removals: int, before: datetime) -> SyncState:
