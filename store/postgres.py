@@ -140,7 +140,8 @@ SELECT n FROM added
     )
 )
 
-# Each with its guilds' member counts moved by the rows it inserted (no xmax, as in _MERGE_CHUNK) or deleted:
+# last_seen never goes back in time: an event written late must not make a resync that read the member since
+# take it for gone. Each with its guilds' member counts moved by the rows it inserted (no xmax, as in _MERGE_CHUNK) or deleted:
 # under the link locks, nothing else writes these guilds' members meanwhile.
 _MERGE_CHANGES = """
 WITH merged AS (
@@ -151,8 +152,8 @@ WITH merged AS (
     FROM member_change_batch
     ON CONFLICT (guild_id, user_id) DO UPDATE SET username = excluded.username,
         global_name = excluded.global_name, nick = excluded.nick, avatar = excluded.avatar, bot = excluded.bot,
-        roles = excluded.roles, joined_at = excluded.joined_at, last_seen = excluded.last_seen,
-        changed_at = excluded.changed_at
+        roles = excluded.roles, joined_at = excluded.joined_at,
+        last_seen = GREATEST(members.last_seen, excluded.last_seen), changed_at = excluded.changed_at
     RETURNING guild_id, xmax = 0 AS inserted
 ), added AS (
     SELECT guild_id, COUNT(*) FILTER (WHERE inserted) AS n FROM merged GROUP BY guild_id

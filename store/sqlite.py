@@ -130,7 +130,9 @@ _UPSERT_CHANGE = (
     " last_seen, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id) DO UPDATE SET"
     " username = excluded.username, global_name = excluded.global_name, nick = excluded.nick,"
     " avatar = excluded.avatar, bot = excluded.bot, roles = excluded.roles, joined_at = excluded.joined_at,"
-    " last_seen = excluded.last_seen, changed_at = excluded.changed_at"
+    # Never back in time: an event written late (the database was slow) must not make a resync that read
+    # the member since take it for gone. ISO times in UTC compare as text.
+    " last_seen = max(members.last_seen, excluded.last_seen), changed_at = excluded.changed_at"
 )
 
 

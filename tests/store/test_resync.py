@@ -221,3 +221,18 @@ async def test_leaves_stored_by_events_keep_the_mirror_exact_across_a_resync(sto
     await store.apply_member_changes([a_leave(GUILD, 2), an_update(GUILD, a_member(40))])
     await sync(store, [a_member(i) for i in range(1, 31) if i not in (2, 3)] + [a_member(40), a_member(41)])
     assert applied(before, await events_after(store, cursor)) == await stored(store)
+
+
+async def test_an_event_written_late_does_not_make_a_resync_remove_its_member(store: Store) -> None:
+    await first_sync(store, [a_member(i) for i in range(1, 11)])
+    # The event arrived before the resync began, but a slow database writes it after the resync's chunk.
+    late = an_update(GUILD, a_member(3, nick="late"))
+    started = datetime.now(UTC)
+    await store.save_sync_state(SyncState(GUILD, SyncPhase.SYNCING, member_count=10))
+    await store.upsert_members(
+        GUILD, [a_member(i) for i in range(1, 11)], datetime.now(UTC), snapshot_at=started
+    )
+    await store.apply_member_changes([late])
+    outcome = await store.finish_sync(GUILD, started, HoldRule())
+    assert outcome is not None and outcome.removed == 0
+    assert await store.count_members(GUILD) == 10
