@@ -254,3 +254,21 @@ async def test_migration_4_adds_the_waiting_until_column_as_sqlites_step_4_does(
     finally:
         await db.close()
     assert kind == "timestamp with time zone"
+
+
+async def test_step_7_marks_the_events_a_database_pruned_before_it_as_pruned(postgres_url: str) -> None:
+    async with PostgresStore.open(postgres_url) as store:
+        for guild_id in (1, 2, 3):
+            await store.save_link(a_link(guild_id))
+    for pruned, expected in (("id <= 2", 2), ("TRUE", 3)):
+        # As a database of schema 6 that pruned events by time: some of them, then all it had.
+        db = await asyncpg.connect(postgres_url)
+        try:
+            await db.execute(
+                f"DELETE FROM events WHERE {pruned}; DROP TABLE feed_pruned;"
+                " DELETE FROM schema_version WHERE version = 7"
+            )
+        finally:
+            await db.close()
+        async with PostgresStore.open(postgres_url) as store:
+            assert await store.feed_pruned_up_to() == expected

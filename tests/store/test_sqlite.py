@@ -66,3 +66,25 @@ async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
         columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
     assert versions == list(range(1, len(MIGRATIONS) + 1)) and "waiting_until" in columns
+
+
+async def test_step_7_marks_the_events_a_file_pruned_before_it_as_pruned(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    async with SqliteStore.open(path) as store:
+        for guild_id in (1, 2, 3):
+            await store.save_link(a_link(guild_id))
+    # As a file of schema 6 that pruned its first two events by time, and one that pruned all it had.
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM events WHERE id <= 2")
+        db.execute("DROP TABLE feed_pruned")
+        db.execute("DELETE FROM schema_version WHERE version = 7")
+    db.close()
+    async with SqliteStore.open(path) as store:
+        assert await store.feed_pruned_up_to() == 2
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM events")
+        db.execute("DROP TABLE feed_pruned")
+        db.execute("DELETE FROM schema_version WHERE version = 7")
+    db.close()
+    async with SqliteStore.open(path) as store:
+        assert await store.feed_pruned_up_to() == 3
