@@ -28,6 +28,7 @@ from web.keys import (
     SETTINGS,
     STATES,
     STORE,
+    STORE_COUNTS,
 )
 from web.middleware import add_security_headers, error_middleware
 from web.oauth import USER_AGENT, DiscordOAuthClient
@@ -36,6 +37,7 @@ from web.progress import ProgressTokens
 from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
+from web.store_counts import StoreCounts
 from web.webhooks import DeliveryPolicy, webhook_delivery
 
 
@@ -64,6 +66,7 @@ def create_app(
     app[RATE_LIMIT] = rate_limit
     app[DATABASE_PROBE] = DatabaseProbe(store)
     app[METRICS] = metrics or Metrics()
+    app[STORE_COUNTS] = StoreCounts(store, webhooks=settings.webhook_url is not None)
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.cleanup_ctx.append(feed_pruning)

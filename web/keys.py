@@ -14,6 +14,7 @@ from web.progress import ProgressTokens
 from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
+from web.store_counts import StoreCounts
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -28,3 +29,4 @@ PROGRESS = web.AppKey("progress", ProgressTokens)
 RATE_LIMIT: web.AppKey[ClientRateLimiter | None] = web.AppKey("rate_limit")
 DATABASE_PROBE = web.AppKey("database_probe", DatabaseProbe)
 METRICS = web.AppKey("metrics", Metrics)
+STORE_COUNTS = web.AppKey("store_counts", StoreCounts)
