@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -306,7 +307,12 @@ class GuildlinkBot(discord.AutoShardedClient):
     # BotStatusSource, for /readyz
 
     def bot_status(self) -> BotStatus:
-        shards = tuple(self._shard_status(shard_id) for shard_id in self._own_shard_ids())
+        # One walk over the guilds for every shard's count: a probe or scrape must not walk them once per shard.
+        guilds = self.guilds
+        per_shard = Counter(guild.shard_id for guild in guilds)
+        shards = tuple(
+            self._shard_status(shard_id, per_shard[shard_id]) for shard_id in self._own_shard_ids()
+        )
         if self.is_closed():
             state = "closed"
         elif self._unreachable is not None:
@@ -320,7 +326,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             ready=state == "ready",
             state=state,
             latency_ms=round(sum(latencies) / len(latencies), 1) if latencies else None,
-            guild_count=len(self.guilds),
+            guild_count=len(guilds),
             shards=shards,
             event_queue_depth=self.member_events.queued(),
             discord_reachable=self._unreachable is None,
@@ -331,7 +337,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             return list(self.settings.shard_ids)
         return list(range(self.shard_count)) if self.shard_count else []
 
-    def _shard_status(self, shard_id: int) -> ShardStatus:
+    def _shard_status(self, shard_id: int, guild_count: int) -> ShardStatus:
         ws = websocket_of_shard(self, shard_id)
         info = self.get_shard(shard_id)
         if info is None or shard_id not in self._ready_shards:
@@ -347,5 +353,5 @@ class GuildlinkBot(discord.AutoShardedClient):
             shard_id=shard_id,
             state=state,
             latency_ms=round(latency * 1000, 1) if latency == latency and latency != float("inf") else None,
-            guild_count=sum(1 for guild in self.guilds if guild.shard_id == shard_id),
+            guild_count=guild_count,
         )
