@@ -307,9 +307,8 @@ class GuildlinkBot(discord.AutoShardedClient):
     # BotStatusSource, for /readyz
 
     def bot_status(self) -> BotStatus:
-        # One walk over the guilds for every shard's count: a probe or scrape must not walk them once per shard.
-        guilds = self.guilds
-        per_shard = Counter(guild.shard_id for guild in guilds)
+        # One pass over the guilds for every shard's count: a probe must not walk 2,500 guilds per shard.
+        per_shard = Counter(guild.shard_id for guild in self.guilds)
         shards = tuple(
             self._shard_status(shard_id, per_shard[shard_id]) for shard_id in self._own_shard_ids()
         )
@@ -326,7 +325,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             ready=state == "ready",
             state=state,
             latency_ms=round(sum(latencies) / len(latencies), 1) if latencies else None,
-            guild_count=len(guilds),
+            guild_count=len(self.guilds),
             shards=shards,
             event_queue_depth=self.member_events.queued(),
             discord_reachable=self._unreachable is None,

@@ -13,6 +13,11 @@ from store import SqliteStore
 from store.migrations.sqlite import MIGRATIONS
 from tests.store.records import a_link
 
+# The step that adds the pruned mark, whatever number it ends up with among the steps of other branches.
+FEED_PRUNED_STEP = next(
+    n for n, step in enumerate(MIGRATIONS, start=1) if step and "CREATE TABLE feed_pruned" in step
+)
+
 
 async def test_the_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
     async with SqliteStore.open(tmp_path / "db.sqlite") as store:
@@ -68,23 +73,25 @@ async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
     assert versions == list(range(1, len(MIGRATIONS) + 1)) and "waiting_until" in columns
 
 
-async def test_step_7_marks_the_events_a_file_pruned_before_it_as_pruned(tmp_path: Path) -> None:
+async def test_the_pruned_mark_step_marks_the_events_a_file_pruned_before_it_as_pruned(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "db.sqlite"
     async with SqliteStore.open(path) as store:
         for guild_id in (1, 2, 3):
             await store.save_link(a_link(guild_id))
-    # As a file of schema 6 that pruned its first two events by time, and one that pruned all it had.
+    # As a file from before the step that pruned its first two events by time, and one that pruned all it had.
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM events WHERE id <= 2")
         db.execute("DROP TABLE feed_pruned")
-        db.execute("DELETE FROM schema_version WHERE version = 7")
+        db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
     db.close()
     async with SqliteStore.open(path) as store:
         assert await store.feed_pruned_up_to() == 2
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM events")
         db.execute("DROP TABLE feed_pruned")
-        db.execute("DELETE FROM schema_version WHERE version = 7")
+        db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
     db.close()
     async with SqliteStore.open(path) as store:
         assert await store.feed_pruned_up_to() == 3
