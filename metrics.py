@@ -96,7 +96,8 @@ class Metrics:
         )
         self.webhook_deliveries = Counter(
             "guildlink_webhook_deliveries",
-            "Webhook events by outcome: delivered, failed (an attempt, retried), gave_up (skipped after 24 h)",
+            "Webhook events by outcome: delivered, failed (an attempt, retried), gave_up (skipped after 24 h),"
+            " pruned (deleted by the retention before they were delivered)",
             ["result"],
             registry=r,
         )
@@ -111,6 +112,24 @@ class Metrics:
             "Member events the database refused for what they hold (not stored; their guild is resynced), by error",
             ["error"],
             registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "guildlink_webhook_backlog_events",
+            "Events of the feed after the webhook cursor, counted by id (0 while webhooks are off)",
+            registry=r,
+        )
+        self.webhook_oldest_age = Gauge(
+            "guildlink_webhook_oldest_undelivered_age_seconds",
+            "Age of the oldest event not delivered yet; every later event of every guild waits behind it",
+            registry=r,
+        )
+        self.webhook_failures = Gauge(
+            "guildlink_webhook_consecutive_failures",
+            "Failed attempts in a row at the event webhooks are trying to deliver now",
+            registry=r,
+        )
+        self.events_pruned = Counter(
+            "guildlink_feed_pruned_events", "Events deleted from the feed by EVENT_RETENTION_DAYS", registry=r
         )
 
     def render(self) -> bytes:

@@ -13,11 +13,14 @@ from store.models import (
     HoldRule,
     Invite,
     Link,
+    LinkCounts,
     LinkedGuild,
     Member,
     MemberChange,
+    PrunedEvents,
     SyncOutcome,
     SyncState,
+    WebhookBacklog,
     WebhookCursor,
 )
 
@@ -158,8 +161,21 @@ class Store(Protocol):
     async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         """Events with ids above `after`, oldest first; ids grow in commit order, so paging misses none."""
 
-    async def prune_events(self, before: datetime) -> int:
-        """Delete events created before `before`; return how many."""
+    async def prune_events(self, before: datetime) -> PrunedEvents:
+        """Delete the events below the first one created at or after `before` (the feed stays a contiguous
+        run of ids) and record the highest id deleted; say what was deleted."""
+
+    async def feed_pruned_up_to(self) -> int:
+        """The highest event id pruning ever deleted (every id up to it is gone); 0 if none."""
+
+    async def webhook_backlog(self) -> WebhookBacklog:
+        """The events after the webhook cursor (or after the pruned ones): their number by id, the oldest's time."""
+
+    async def count_links(self) -> LinkCounts:
+        """Links by sync state and the members of the active ones, counted by the database in one query."""
+
+    async def page_linked_guilds(self, *, after: int = 0, limit: int = 100) -> list[LinkedGuild]:
+        """Up to `limit` links with their sync states, by guild id, after the guild id `after`."""
 
     # Webhook delivery: one deliverer at a time, its progress kept in the database.
     def webhook_delivery_lock(self) -> AbstractAsyncContextManager[asyncio.Event]:

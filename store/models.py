@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -180,6 +180,45 @@ class WebhookCursor:
     delivered_up_to: int = 0
     failures: int = 0
     retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedEvents:
+    """What one prune deleted: `count` events, every id up to `up_to` (0: none), a prefix of the feed.
+
+    `undelivered` counts, by type, those the webhook cursor had not passed yet; `first_undelivered` is the
+    lowest such id.
+    """
+
+    count: int = 0
+    up_to: int = 0
+    undelivered: dict[EventType, int] = field(default_factory=dict)
+    first_undelivered: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookBacklog:
+    """The events after the webhook cursor: how many (by id), and when the oldest of them was written."""
+
+    events: int = 0
+    oldest_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCounts:
+    """Links by sync state (inactive ones as 'removed', active ones without a sync as 'pending'), counted
+    in the database, and the members stored across the active ones."""
+
+    states: dict[str, int]
+    members: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def active(self) -> int:
+        return self.total - self.states.get(SyncPhase.REMOVED.value, 0)
 
 
 def link_event_data(link: Link) -> dict[str, Any]:

@@ -24,12 +24,15 @@ from store.models import (
     HoldRule,
     Invite,
     Link,
+    LinkCounts,
     LinkedGuild,
     Member,
     MemberChange,
+    PrunedEvents,
     SyncOutcome,
     SyncPhase,
     SyncState,
+    WebhookBacklog,
     WebhookCursor,
     event_data_json,
     link_event_data,
@@ -453,13 +456,7 @@ class PostgresStore:
             " WHERE $1::text IS NULL OR ref = $1 ORDER BY linked_at, links.guild_id",
             ref,
         )
-        width = 10
-        return [
-            LinkedGuild(
-                _link(row[:width]), _sync_state(row[0], row[width:]) if row[width] is not None else None
-            )
-            for row in rows
-        ]
+        return _linked_guilds(rows)
 
     async def deactivate_link(self, guild_id: int, *, bot_removed: bool = False) -> bool:
         async with self._transaction() as conn:
@@ -581,9 +578,73 @@ class PostgresStore:
         )
         return [Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), row[4]) for row in rows]
 
-    async def prune_events(self, before: datetime) -> int:
+    async def prune_events(self, before: datetime) -> PrunedEvents:
         async with self._transaction(durable=False) as conn:
-            return _rowcount(await conn.execute("DELETE FROM events WHERE created_at < $1", before))
+            # The webhook cursor's row held until the commit: what counts as undelivered below stays so.
+            delivered = await conn.fetchval(
+                "SELECT delivered_up_to FROM webhook_cursor WHERE id = 1 FOR UPDATE"
+            )
+            # Everything below the first event still within the retention goes, so the feed keeps a
+            # contiguous run of ids and the mark below is exact.
+            up_to = await conn.fetchval(
+                "SELECT COALESCE(MAX(id), 0) FROM events WHERE id < COALESCE("
+                "(SELECT id FROM events WHERE created_at >= $1 ORDER BY id LIMIT 1), 9223372036854775807)",
+                before,
+            )
+            if not up_to:
+                return PrunedEvents()
+            undelivered = await conn.fetch(
+                "SELECT type, COUNT(*), MIN(id) FROM events WHERE id <= $1 AND id > $2 GROUP BY type",
+                up_to,
+                delivered or 0,
+            )
+            count = _rowcount(await conn.execute("DELETE FROM events WHERE id <= $1", up_to))
+            await conn.execute(
+                "INSERT INTO feed_pruned (id, pruned_up_to, pruned_at) VALUES (1, $1, now()) ON CONFLICT (id)"
+                " DO UPDATE SET pruned_up_to = GREATEST(feed_pruned.pruned_up_to, excluded.pruned_up_to),"
+                " pruned_at = excluded.pruned_at",
+                up_to,
+            )
+        return PrunedEvents(
+            count=count,
+            up_to=up_to,
+            undelivered={EventType(row[0]): row[1] for row in undelivered},
+            first_undelivered=min((row[2] for row in undelivered), default=None),
+        )
+
+    async def feed_pruned_up_to(self) -> int:
+        rows = await self._fetch("SELECT pruned_up_to FROM feed_pruned WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
+    async def webhook_backlog(self) -> WebhookBacklog:
+        # Counted by id, not by row: two look-ups in the primary key however long the backlog is (ids a
+        # rolled-back write drew count too).
+        [row] = await self._fetch(
+            "WITH mark AS (SELECT GREATEST("
+            " COALESCE((SELECT delivered_up_to FROM webhook_cursor WHERE id = 1), 0),"
+            " COALESCE((SELECT pruned_up_to FROM feed_pruned WHERE id = 1), 0)) AS at)"
+            " SELECT GREATEST(0, COALESCE((SELECT MAX(id) FROM events), 0) - mark.at),"
+            " (SELECT created_at FROM events WHERE id > mark.at ORDER BY id LIMIT 1) FROM mark"
+        )
+        return WebhookBacklog(int(row[0]) if row[1] else 0, row[1])
+
+    async def count_links(self) -> LinkCounts:
+        rows = await self._fetch(
+            "SELECT CASE WHEN NOT links.active THEN 'removed' ELSE COALESCE(sync_states.phase, 'pending') END,"
+            " COUNT(*), SUM(CASE WHEN links.active THEN links.member_count ELSE 0 END) FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id GROUP BY 1"
+        )
+        return LinkCounts({row[0]: row[1] for row in rows}, sum(int(row[2]) for row in rows))
+
+    async def page_linked_guilds(self, *, after: int = 0, limit: int = 100) -> list[LinkedGuild]:
+        rows = await self._fetch(
+            f"SELECT {_LINK_COLUMNS}, {_SYNC_COLUMNS} FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id"
+            " WHERE links.guild_id > $1 ORDER BY links.guild_id LIMIT $2",
+            after,
+            limit,
+        )
+        return _linked_guilds(rows)
 
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]:
         rows = await self._fetch(
@@ -896,6 +957,15 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previo
         sync.held_removals,
         sync.held_before,
     )
+
+
+def _linked_guilds(rows: Iterable[Sequence[Any]]) -> list[LinkedGuild]:
+    """Rows of _LINK_COLUMNS then _SYNC_COLUMNS (NULL without a sync state)."""
+    width = 10
+    return [
+        LinkedGuild(_link(row[:width]), _sync_state(row[0], row[width:]) if row[width] is not None else None)
+        for row in rows
+    ]
 
 
 def _link(row: Sequence[Any]) -> Link:

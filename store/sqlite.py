@@ -28,12 +28,15 @@ from store.models import (
     HoldRule,
     Invite,
     Link,
+    LinkCounts,
     LinkedGuild,
     Member,
     MemberChange,
+    PrunedEvents,
     SyncOutcome,
     SyncPhase,
     SyncState,
+    WebhookBacklog,
     WebhookCursor,
     event_data_json,
     link_event_data,
@@ -455,11 +458,16 @@ class SqliteStore:
             sql += " WHERE ref = ?"
             params.append(ref)
         rows = await self._fetchall(sql + " ORDER BY linked_at, links.guild_id", params)
+        return self._linked_guilds(rows)
+
+    @classmethod
+    def _linked_guilds(cls, rows: Iterable[Sequence[Any]]) -> list[LinkedGuild]:
+        """Rows of _LINK_COLUMNS then _SYNC_COLUMNS (NULL without a sync state)."""
         width = 10
         return [
             LinkedGuild(
-                self._link(row[:width]),
-                self._sync_state(row[0], row[width:]) if row[width] is not None else None,
+                cls._link(row[:width]),
+                cls._sync_state(row[0], row[width:]) if row[width] is not None else None,
             )
             for row in rows
         ]
@@ -655,11 +663,74 @@ class SqliteStore:
             for row in rows
         ]
 
-    async def prune_events(self, before: datetime) -> int:
-        async with self._statement(
-            "DELETE FROM events WHERE created_at < ?", (_time(before),), durable=False
-        ) as cursor:
-            return cursor.rowcount
+    async def prune_events(self, before: datetime) -> PrunedEvents:
+        async with self._transaction(durable=False) as db:
+            # The first event still within the retention, walked to by id (+: not through the created_at
+            # index, which would read every newer event): everything below it goes, so the feed keeps a
+            # contiguous run of ids and the mark below is exact.
+            async with db.execute(
+                "SELECT id FROM events WHERE +created_at >= ? ORDER BY id LIMIT 1", (_time(before),)
+            ) as cursor:
+                row = await cursor.fetchone()
+            keep_from = row[0] if row else None
+            async with db.execute(
+                "SELECT COALESCE(MAX(id), 0) FROM events WHERE ? IS NULL OR id < ?", (keep_from, keep_from)
+            ) as cursor:
+                (up_to,) = await cursor.fetchone() or (0,)
+            if not up_to:
+                return PrunedEvents()
+            async with db.execute(
+                "SELECT type, COUNT(*), MIN(id) FROM events WHERE id <= ? AND id > COALESCE("
+                "(SELECT delivered_up_to FROM webhook_cursor WHERE id = 1), 0) GROUP BY type",
+                (up_to,),
+            ) as cursor:
+                undelivered = list(await cursor.fetchall())
+            deleted = await db.execute("DELETE FROM events WHERE id <= ?", (up_to,))
+            await db.execute(
+                "INSERT INTO feed_pruned (id, pruned_up_to, pruned_at) VALUES (1, ?, ?) ON CONFLICT (id)"
+                " DO UPDATE SET pruned_up_to = MAX(pruned_up_to, excluded.pruned_up_to),"
+                " pruned_at = excluded.pruned_at",
+                (up_to, _time(datetime.now(UTC))),
+            )
+        return PrunedEvents(
+            count=deleted.rowcount,
+            up_to=up_to,
+            undelivered={EventType(kind): count for kind, count, _ in undelivered},
+            first_undelivered=min((first for _, _, first in undelivered), default=None),
+        )
+
+    async def feed_pruned_up_to(self) -> int:
+        rows = await self._fetchall("SELECT pruned_up_to FROM feed_pruned WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
+    async def webhook_backlog(self) -> WebhookBacklog:
+        # Counted by id, not by row: two look-ups in the primary key however long the backlog is.
+        rows = await self._fetchall(
+            "WITH mark AS (SELECT MAX("
+            " COALESCE((SELECT delivered_up_to FROM webhook_cursor WHERE id = 1), 0),"
+            " COALESCE((SELECT pruned_up_to FROM feed_pruned WHERE id = 1), 0)) AS at)"
+            " SELECT MAX(0, COALESCE((SELECT MAX(id) FROM events), 0) - mark.at),"
+            " (SELECT created_at FROM events WHERE id > mark.at ORDER BY id LIMIT 1) FROM mark"
+        )
+        [(events, oldest)] = rows
+        return WebhookBacklog(int(events) if oldest else 0, _parse_time(oldest))
+
+    async def count_links(self) -> LinkCounts:
+        rows = await self._fetchall(
+            "SELECT CASE WHEN links.active = 0 THEN 'removed' ELSE COALESCE(sync_states.phase, 'pending') END,"
+            " COUNT(*), SUM(CASE WHEN links.active = 1 THEN links.member_count ELSE 0 END) FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id GROUP BY 1"
+        )
+        return LinkCounts({row[0]: row[1] for row in rows}, sum(row[2] for row in rows))
+
+    async def page_linked_guilds(self, *, after: int = 0, limit: int = 100) -> list[LinkedGuild]:
+        rows = await self._fetchall(
+            f"SELECT {self._LINK_COLUMNS}, {self._SYNC_COLUMNS} FROM links"
+            " LEFT JOIN sync_states ON sync_states.guild_id = links.guild_id"
+            " WHERE links.guild_id > ? ORDER BY links.guild_id LIMIT ?",
+            (after, limit),
+        )
+        return self._linked_guilds(rows)
 
     async def list_members(self, guild_id: int, *, after: int = 0, limit: int = 1000) -> Sequence[Member]:
         rows = await self._fetchall(

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from store import Invite, LinkedGuild, SyncPhase
-from web.feed import event_json, parse_event_types, read_page
+from web.feed import EventsPrunedError, event_json, parse_event_types, read_page
 from web.keys import LINKER, SETTINGS, STORE
 from web.middleware import json_error
 from web.params import ParameterError, parse_snowflake, parse_whole_number
@@ -217,13 +217,36 @@ async def list_events(request: web.Request) -> web.Response:
     after = 0 if raw_after is None else parse_whole_number(raw_after, "after")
     raw_types = request.query.get("types")
     types = None if raw_types is None else parse_event_types(raw_types, "types")
-    page = await read_page(request.app[STORE], after=after, limit=limit, types=types)
+    try:
+        page = await read_page(request.app[STORE], after=after, limit=limit, types=types)
+    except EventsPrunedError as exc:
+        return _events_pruned(request, exc)
     return web.json_response(
         {
             "events": [event_json(event) for event in page.events],
             "next_after": str(page.next_after),
             "has_more": page.has_more,
         }
+    )
+
+
+def _events_pruned(request: web.Request, exc: EventsPrunedError) -> web.Response:
+    """410: the reader missed events for good; it must rebuild what it keeps, then read on from the oldest kept."""
+    days = request.app[SETTINGS].event_retention_days
+    log.warning("api.events_pruned after=%d pruned_up_to=%d", exc.after, exc.pruned_up_to)
+    return web.json_response(
+        {
+            "error": "events_pruned",
+            "message": (
+                f"The events after {exc.after} up to {exc.pruned_up_to} were deleted: the feed keeps"
+                f" {days} days (EVENT_RETENTION_DAYS). Re-read the guilds and members you keep from"
+                f" /api/guilds, then ask with after={exc.pruned_up_to}."
+            ),
+            "pruned_up_to": str(exc.pruned_up_to),
+            "next_after": str(exc.pruned_up_to),
+            "retention_days": days,
+        },
+        status=410,
     )
 
 

@@ -29,6 +29,7 @@ from web.keys import (
     SETTINGS,
     STATES,
     STORE,
+    STORE_COUNTS,
     SUPERVISOR,
 )
 from web.middleware import add_security_headers, error_middleware
@@ -38,6 +39,7 @@ from web.progress import ProgressTokens
 from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
+from web.store_counts import StoreCounts
 from web.webhooks import DeliveryPolicy, webhook_delivery
 
 
@@ -68,6 +70,7 @@ def create_app(
     app[DATABASE_PROBE] = DatabaseProbe(store)
     app[METRICS] = metrics or Metrics()
     app[SUPERVISOR] = supervisor or Supervisor(app[METRICS])
+    app[STORE_COUNTS] = StoreCounts(store, webhooks=settings.webhook_url is not None)
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.cleanup_ctx.append(feed_pruning)

@@ -100,8 +100,29 @@ class FeedPage:
     has_more: bool
 
 
+class EventsPrunedError(Exception):
+    """Events after a reader's cursor were deleted by the retention: a page would skip them unseen."""
+
+    def __init__(self, after: int, pruned_up_to: int) -> None:
+        super().__init__(f"events after {after} up to {pruned_up_to} were pruned")
+        self.after = after
+        self.pruned_up_to = pruned_up_to
+
+
 async def read_page(store: Store, *, after: int, limit: int, types: EventTypes | None = None) -> FeedPage:
-    """Up to `limit` events after `after`, oldest first, of `types` only if given."""
+    """Up to `limit` events after `after`, oldest first, of `types` only if given.
+
+    EventsPrunedError if `after` is a cursor (not 0: from the oldest kept) below events pruning deleted.
+    """
+    page = await _read_page(store, after=after, limit=limit, types=types)
+    # Checked after the read: a prune that committed before it is seen here, and one after it took nothing
+    # this page returned (it deletes a prefix of the feed, and the page began right after `after`).
+    if after > 0 and after < (pruned_up_to := await store.feed_pruned_up_to()):
+        raise EventsPrunedError(after, pruned_up_to)
+    return page
+
+
+async def _read_page(store: Store, *, after: int, limit: int, types: EventTypes | None) -> FeedPage:
     if types is None or types.everything:
         rows = await store.list_events(after=after, limit=limit + 1)
         events = rows[:limit]

@@ -1,4 +1,7 @@
-"""The event feed kept to EVENT_RETENTION_DAYS: older events are deleted at start-up and every hour."""
+"""The event feed kept to EVENT_RETENTION_DAYS: older events are deleted at start-up and every hour.
+
+What pruning deletes before the webhooks delivered it is lost to them for good: counted and logged as an error.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from store import Store, StoreUnavailableError
-from web.keys import SETTINGS, STORE, SUPERVISOR
+from metrics import Metrics
+from store import PrunedEvents, Store, StoreUnavailableError
+from web.feed import EventTypes
+from web.keys import METRICS, SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -19,18 +24,38 @@ PRUNE_INTERVAL = 3600.0
 RETRY_INTERVAL = 60.0
 
 
-async def prune_old_events(store: Store, retention: timedelta) -> int:
-    """Delete the events older than `retention`; return how many."""
+async def prune_old_events(
+    store: Store, retention: timedelta, metrics: Metrics, webhook_types: EventTypes | None = None
+) -> PrunedEvents:
+    """Delete the events older than `retention`; count and log those webhooks (sending `webhook_types`) never sent."""
     pruned = await store.prune_events(datetime.now(UTC) - retention)
-    if pruned:
-        log.info("feed.pruned events=%d retention_days=%d", pruned, retention.days)
+    if not pruned.count:
+        return pruned
+    metrics.events_pruned.inc(pruned.count)
+    log.info(
+        "feed.pruned events=%d up_to_id=%d retention_days=%d", pruned.count, pruned.up_to, retention.days
+    )
+    if webhook_types is not None:
+        lost = sum(count for kind, count in pruned.undelivered.items() if kind in webhook_types)
+        if lost:
+            metrics.webhook_deliveries.labels("pruned").inc(lost)
+            log.error(
+                "webhooks.pruned_undelivered events=%d from_id=%s up_to_id=%d retention_days=%d:"
+                " deleted by the retention before the receiver took them",
+                lost,
+                pruned.first_undelivered,
+                pruned.up_to,
+                retention.days,
+            )
     return pruned
 
 
-async def _prune_forever(store: Store, retention: timedelta) -> None:
+async def _prune_forever(
+    store: Store, retention: timedelta, metrics: Metrics, webhook_types: EventTypes | None
+) -> None:
     while True:
         try:
-            await prune_old_events(store, retention)
+            await prune_old_events(store, retention, metrics, webhook_types)
         except StoreUnavailableError as exc:
             log.warning("feed.prune_failed reason=%s", exc.reason)
             await asyncio.sleep(RETRY_INTERVAL)
@@ -40,9 +65,13 @@ async def _prune_forever(store: Store, retention: timedelta) -> None:
 
 async def feed_pruning(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the pruning task, from start-up until the app stops."""
-    retention = timedelta(days=app[SETTINGS].event_retention_days)
-    store = app[STORE]
-    task = app[SUPERVISOR].spawn("feed-pruning", lambda: _prune_forever(store, retention))
+    settings = app[SETTINGS]
+    retention = timedelta(days=settings.event_retention_days)
+    webhook_types = EventTypes.matching(settings.webhook_events) if settings.webhook_url else None
+    store, metrics = app[STORE], app[METRICS]
+    task = app[SUPERVISOR].spawn(
+        "feed-pruning", lambda: _prune_forever(store, retention, metrics, webhook_types)
+    )
     yield
     task.cancel()
     await asyncio.wait({task})

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
-from web.keys import BOT_STATUS, DATABASE_PROBE, HANDOFF_STATUS, SUPERVISOR
+from store import StoreUnavailableError
+from web.feed import json_time
+from web.keys import BOT_STATUS, DATABASE_PROBE, HANDOFF_STATUS, STORE_COUNTS, SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -64,5 +67,23 @@ async def readyz(request: web.Request) -> web.Response:
         "failing_tasks": [
             {"name": task.name, "crashes": task.crashes, "error": task.error} for task in failing
         ],
+        "webhooks": await webhook_details(request),
     }
     return web.json_response(body, status=503 if reasons else 200)
+
+
+async def webhook_details(request: web.Request) -> dict[str, Any] | None:
+    """The delivery lag (details only: a receiver that refuses events is no reason to stop serving); None: off."""
+    lag_reading = request.app[STORE_COUNTS].webhook_lag
+    if lag_reading is None:
+        return None
+    try:
+        lag = await lag_reading.get()
+    except StoreUnavailableError as exc:
+        return {"error": exc.reason}
+    return {
+        "backlog_events": lag.backlog.events,
+        "oldest_undelivered_age_seconds": round(lag.oldest_age(), 1),
+        "failures": lag.cursor.failures,
+        "retry_at": json_time(lag.cursor.retry_at) if lag.cursor.retry_at else None,
+    }

@@ -15,6 +15,7 @@ from web.progress import ProgressTokens
 from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
+from web.store_counts import StoreCounts
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -31,3 +32,4 @@ DATABASE_PROBE = web.AppKey("database_probe", DatabaseProbe)
 METRICS = web.AppKey("metrics", Metrics)
 # The process's background tasks (the bot's too): /readyz names one that keeps failing.
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+STORE_COUNTS = web.AppKey("store_counts", StoreCounts)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from collections import Counter
 
 from aiohttp import web
 
 from metrics import CONTENT_TYPE
 from store import SyncPhase
-from web.keys import BOT_STATUS, HANDOFF_STATUS, METRICS, SETTINGS, STORE
+from web.keys import BOT_STATUS, HANDOFF_STATUS, METRICS, SETTINGS, STORE_COUNTS
 from web.middleware import json_error
 
 routes = web.RouteTableDef()
@@ -36,15 +35,18 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def _refresh(request: web.Request) -> None:
-    """Gauges read at scrape time: the links and members from the store, the shards from the bot."""
-    m = request.app[METRICS]
-    guilds = await request.app[STORE].list_linked_guilds()
-    states = Counter(
-        (g.sync.phase.value if g.sync else "pending") if g.link.active else "removed" for g in guilds
-    )
+    """Gauges read at scrape time: link counts and the webhook lag from the store (at most once every few
+    seconds, however many scrape), the shards from the bot."""
+    m, counts = request.app[METRICS], request.app[STORE_COUNTS]
+    links = await counts.links.get()
     for state in SyncPhase:
-        m.links.labels(state.value).set(states[state.value])
-    m.members.set(sum(g.link.member_count for g in guilds if g.link.active))
+        m.links.labels(state.value).set(links.states.get(state.value, 0))
+    m.members.set(links.members)
+    if counts.webhook_lag is not None:
+        lag = await counts.webhook_lag.get()
+        m.webhook_backlog.set(lag.backlog.events)
+        m.webhook_oldest_age.set(lag.oldest_age())
+        m.webhook_failures.set(lag.cursor.failures)
     status = request.app[BOT_STATUS].bot_status()
     m.event_queue.set(status.event_queue_depth)
     m.handoff_listening.set(1 if request.app[HANDOFF_STATUS].handoff_status().listening else 0)

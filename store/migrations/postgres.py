@@ -123,4 +123,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sync_states ADD COLUMN held_removals INTEGER;
     ALTER TABLE sync_states ADD COLUMN held_before TIMESTAMPTZ;
     """,
+    # 8: the highest event id pruning deleted. As SQLite's step 8.
+    """
+    CREATE TABLE feed_pruned (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pruned_up_to BIGINT NOT NULL,
+        pruned_at TIMESTAMPTZ NOT NULL
+    );
+    INSERT INTO feed_pruned (id, pruned_up_to, pruned_at)
+    SELECT 1, up_to, now() FROM (
+        SELECT COALESCE(
+            (SELECT MIN(id) - 1 FROM events),
+            (SELECT last_value FROM events_id_seq WHERE is_called),
+            0
+        ) AS up_to
+    ) AS drawn WHERE up_to > 0;
+    """,
 )

@@ -121,4 +121,21 @@ MIGRATIONS: tuple[str | None, ...] = (
     ALTER TABLE sync_states ADD COLUMN held_removals INTEGER;
     ALTER TABLE sync_states ADD COLUMN held_before TEXT;
     """,
+    # 8: the highest event id pruning deleted, so that a reader whose cursor is older learns of the gap. A file
+    # pruned before this step: every id below the oldest kept event (or, with none kept, every id drawn).
+    """
+    CREATE TABLE feed_pruned (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pruned_up_to INTEGER NOT NULL,
+        pruned_at TEXT NOT NULL
+    );
+    INSERT INTO feed_pruned (id, pruned_up_to, pruned_at)
+    SELECT 1, up_to, strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') FROM (
+        SELECT COALESCE(
+            (SELECT MIN(id) - 1 FROM events),
+            (SELECT seq FROM sqlite_sequence WHERE name = 'events'),
+            0
+        ) AS up_to
+    ) WHERE up_to > 0;
+    """,
 )

@@ -59,7 +59,9 @@ async def test_a_process_runs_only_its_shards(make_sandbox, tmp_path: Path) -> N
     async with started(settings) as running:
         held = {guild.id for guild in running.bot.guilds}
         assert held == {g.id for g in sandbox.managed_guilds() if (g.id >> 22) % 2 == 1}
-        assert [s.shard_id for s in running.bot.bot_status().shards] == [1]
+        status = running.bot.bot_status()
+        assert [(s.shard_id, s.guild_count) for s in status.shards] == [(1, len(held))]
+        assert status.guild_count == len(held) > 0
 
 
 async def test_closing_while_a_shard_waits_to_identify_leaves_no_heartbeat_thread(

@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from store import EventType, MemberChange, MemberChangeKind, Store, SyncPhase, SyncState
+from store import (
+    EventType,
+    MemberChange,
+    MemberChangeKind,
+    PrunedEvents,
+    Store,
+    SyncPhase,
+    SyncState,
+    WebhookBacklog,
+)
 from tests.store.records import a_link, a_member
 
 JOINED, UPDATED, LEFT = MemberChangeKind.JOINED, MemberChangeKind.UPDATED, MemberChangeKind.LEFT
@@ -114,11 +123,61 @@ async def _write_many(store: Store, count: int) -> None:
         await store.apply_member_changes([change(JOINED, user_id)])
 
 
-async def test_old_events_are_pruned(store: Store) -> None:
+async def test_old_events_are_pruned_and_the_highest_pruned_id_is_kept(store: Store) -> None:
     await store.save_link(a_link(7))
-    assert await store.prune_events(datetime.now(UTC) - timedelta(days=7)) == 0
-    assert await store.prune_events(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert await store.prune_events(datetime.now(UTC) - timedelta(days=7)) == PrunedEvents()
+    assert await store.feed_pruned_up_to() == 0
+    [linked] = await store.list_events()
+    pruned = await store.prune_events(datetime.now(UTC) + timedelta(seconds=1))
+    assert (pruned.count, pruned.up_to) == (1, linked.id)
     assert await store.list_events() == []
+    assert await store.feed_pruned_up_to() == linked.id
+    # Nothing more to prune: the mark stays where it was.
+    assert await store.prune_events(datetime.now(UTC) + timedelta(seconds=1)) == PrunedEvents()
+    assert await store.feed_pruned_up_to() == linked.id
+
+
+async def test_pruning_takes_a_prefix_of_the_feed_up_to_the_first_event_still_kept(store: Store) -> None:
+    await store.save_link(a_link(7))
+    await store.apply_member_changes([change(JOINED, user_id) for user_id in range(3)])
+    boundary = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await store.apply_member_changes([change(JOINED, user_id) for user_id in range(3, 5)])
+    events = await store.list_events()
+    pruned = await store.prune_events(boundary)
+    assert (pruned.count, pruned.up_to) == (4, events[3].id)
+    assert [e.id for e in await store.list_events()] == [e.id for e in events[4:]]
+    assert await store.feed_pruned_up_to() == events[3].id
+
+
+async def test_pruning_counts_by_type_the_events_the_webhook_cursor_had_not_passed(store: Store) -> None:
+    await store.save_link(a_link(7))
+    await store.apply_member_changes([change(JOINED, 1), change(JOINED, 2), change(LEFT, 1)])
+    events = await store.list_events()
+    await store.advance_webhook_cursor(events[1].id)  # the link and the first join were delivered
+    pruned = await store.prune_events(datetime.now(UTC) + timedelta(seconds=1))
+    assert pruned.count == 4
+    assert pruned.undelivered == {EventType.MEMBER_JOINED: 1, EventType.MEMBER_LEFT: 1}
+    assert pruned.first_undelivered == events[2].id
+
+
+async def test_the_webhook_backlog_counts_from_the_cursor_and_past_pruned_events(store: Store) -> None:
+    assert await store.webhook_backlog() == WebhookBacklog(0, None)
+    await store.save_link(a_link(7))
+    await store.apply_member_changes([change(JOINED, user_id) for user_id in range(4)])
+    events = await store.list_events()
+    assert await store.webhook_backlog() == WebhookBacklog(5, events[0].created_at)
+    await store.advance_webhook_cursor(events[1].id)
+    assert await store.webhook_backlog() == WebhookBacklog(3, events[2].created_at)
+    boundary = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await store.apply_member_changes([change(JOINED, 9)])
+    # Pruning took events the cursor had not reached: the backlog is what is left after them.
+    await store.prune_events(boundary)
+    [kept] = await store.list_events()
+    assert await store.webhook_backlog() == WebhookBacklog(1, kept.created_at)
+    await store.advance_webhook_cursor(kept.id)
+    assert await store.webhook_backlog() == WebhookBacklog(0, None)
 
 
 async def test_a_member_event_reads_back_as_it_was_sent(store: Store) -> None:

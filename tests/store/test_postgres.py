@@ -15,6 +15,11 @@ from store.postgres_errors import reason
 from tests.harness import eventually, free_port
 from tests.store.records import a_link, a_member
 
+# The step that adds the pruned mark, whatever number it ends up with among the steps of other branches.
+FEED_PRUNED_STEP = next(
+    n for n, step in enumerate(MIGRATIONS, start=1) if step and "CREATE TABLE feed_pruned" in step
+)
+
 
 async def test_a_database_written_by_schema_1_is_upgraded_in_place(postgres_url: str) -> None:
     db = await asyncpg.connect(postgres_url)
@@ -269,3 +274,23 @@ async def test_a_nul_character_is_refused_as_data_not_as_a_database_that_is_down
         good = MemberChange(1, 8, MemberChangeKind.JOINED, a_member(8, nick="fine"), now)
         assert await store.apply_member_changes([good]) == 1
         assert [(m.user_id, m.nick) for m in await store.list_members(1)] == [(8, "fine")]
+
+
+async def test_the_pruned_mark_step_marks_the_events_a_database_pruned_before_it_as_pruned(
+    postgres_url: str,
+) -> None:
+    async with PostgresStore.open(postgres_url) as store:
+        for guild_id in (1, 2, 3):
+            await store.save_link(a_link(guild_id))
+    for pruned, expected in (("id <= 2", 2), ("TRUE", 3)):
+        # As a database from before the step that pruned events by time: some of them, then all it had.
+        db = await asyncpg.connect(postgres_url)
+        try:
+            await db.execute(
+                f"DELETE FROM events WHERE {pruned}; DROP TABLE feed_pruned;"
+                f" DELETE FROM schema_version WHERE version = {FEED_PRUNED_STEP}"
+            )
+        finally:
+            await db.close()
+        async with PostgresStore.open(postgres_url) as store:
+            assert await store.feed_pruned_up_to() == expected

@@ -14,6 +14,11 @@ from store import EventType, MemberChange, MemberChangeKind, SqliteStore
 from store.migrations.sqlite import MIGRATIONS
 from tests.store.records import a_link, a_member
 
+# The step that adds the pruned mark, whatever number it ends up with among the steps of other branches.
+FEED_PRUNED_STEP = next(
+    n for n, step in enumerate(MIGRATIONS, start=1) if step and "CREATE TABLE feed_pruned" in step
+)
+
 
 async def test_the_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
     async with SqliteStore.open(tmp_path / "db.sqlite") as store:
@@ -80,3 +85,27 @@ async def test_a_nul_character_in_a_nick_is_stored_as_it_came(tmp_path: Path) ->
         assert [m.nick for m in await store.list_members(1)] == ["nul\x00nick"]
         [event] = [e for e in await store.list_events(after=0) if e.type is EventType.MEMBER_JOINED]
         assert event.data["member"]["nick"] == "nul\x00nick"
+
+
+async def test_the_pruned_mark_step_marks_the_events_a_file_pruned_before_it_as_pruned(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite"
+    async with SqliteStore.open(path) as store:
+        for guild_id in (1, 2, 3):
+            await store.save_link(a_link(guild_id))
+    # As a file from before the step that pruned its first two events by time, and one that pruned all it had.
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM events WHERE id <= 2")
+        db.execute("DROP TABLE feed_pruned")
+        db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
+    db.close()
+    async with SqliteStore.open(path) as store:
+        assert await store.feed_pruned_up_to() == 2
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM events")
+        db.execute("DROP TABLE feed_pruned")
+        db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
+    db.close()
+    async with SqliteStore.open(path) as store:
+        assert await store.feed_pruned_up_to() == 3

@@ -13,6 +13,7 @@ import pytest
 from store import (
     HoldRule,
     InviteUnusableError,
+    LinkCounts,
     Member,
     RefConflictError,
     Store,
@@ -439,3 +440,31 @@ async def test_unfinished_links_are_listed_for_the_shards_asked(store: Store) ->
     listed = await store.list_unfinished_links(4, [1, 3])
     assert [link.guild_id for link in listed] == [pending, syncing, failed, fresh]
     assert await store.list_unfinished_links(4, [0]) == []
+
+
+async def test_links_are_counted_by_state_with_the_members_of_the_active_ones(store: Store) -> None:
+    assert await store.count_links() == LinkCounts({}, 0)
+    for guild_id in (1, 2, 3, 4):
+        await store.save_link(a_link(guild_id))
+    await store.upsert_members(1, [a_member(1), a_member(2)], datetime.now(UTC))
+    await store.upsert_members(2, [a_member(1)], datetime.now(UTC))
+    await store.save_sync_state(SyncState(1, SyncPhase.SYNCED, members_stored=2))
+    await store.save_sync_state(SyncState(2, SyncPhase.SYNCING))
+    await store.deactivate_link(3)
+    counts = await store.count_links()
+    assert counts == LinkCounts({"synced": 1, "syncing": 1, "removed": 1, "pending": 1}, 3)
+    assert (counts.total, counts.active) == (4, 3)
+
+
+async def test_linked_guilds_page_by_guild_id(store: Store) -> None:
+    for guild_id in (30, 10, 20, 40, 50):
+        await store.save_link(a_link(guild_id))
+    await store.save_sync_state(SyncState(20, SyncPhase.SYNCED))
+    first = await store.page_linked_guilds(limit=2)
+    assert [(g.link.guild_id, g.sync and g.sync.phase) for g in first] == [
+        (10, SyncPhase.PENDING),
+        (20, SyncPhase.SYNCED),
+    ]
+    rest = await store.page_linked_guilds(after=20, limit=10)
+    assert [g.link.guild_id for g in rest] == [30, 40, 50]
+    assert await store.page_linked_guilds(after=50) == []

@@ -15,6 +15,8 @@ import aiohttp
 from config import Secret
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import Browser, browser, free_port, settings_for, started, world
+from tests.store.records import a_link
+from web.admin.guilds import PAGE_SIZE
 from web.admin.session import SessionKeeper
 
 API_TOKEN = "test-api-token-" + "x" * 32
@@ -367,3 +369,38 @@ async def test_unlinking_asks_first_then_the_bot_leaves_and_members_are_deleted(
         assert guild.id not in sandbox.bot_guild_ids()
         status, page, _ = await get(b, f"/admin/?unlinked={guild.id}")
         assert 'id="unlinked-notice"' in page and f'href="/admin/guilds/{guild.id}/unlink"' not in page
+
+
+async def test_the_list_is_paged_by_server_id_and_its_bars_poll_only_the_page_shown(
+    make_sandbox, tmp_path: Path
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with world(sandbox, tmp_path, ready=False) as w:
+        store = w.running.store
+        ids = [(n << 22) + n for n in range(130, 0, -1)]  # linked newest id first: the list is by id
+        for guild_id in ids:
+            await store.save_link(a_link(guild_id))
+        await store.deactivate_link(ids[0])
+        ids.sort()
+        await sign_in(w.browser)
+        seen: list[int] = []
+        path, pages = "/admin/", 0
+        while path:
+            status, page, _ = await get(w.browser, path)
+            assert status == 200, page
+            shown = [int(found) for found in re.findall(r'data-guild="(\d+)"', page)]
+            assert 0 < len(shown) <= PAGE_SIZE
+            # The counts are of every link, whichever page is shown.
+            assert re.search(r"130 servers,\s+129 linked now, \d+ on this page", page), page
+            seen += shown
+            pages += 1
+            next_link = re.search(r'id="next-page" href="([^"]+)"', page)
+            path = next_link.group(1).replace("&amp;", "&") if next_link else ""
+            assert ('id="first-page"' in page) == (pages > 1)
+        assert seen == ids and pages == 3
+        status, body, _ = await get(w.browser, f"/admin/sync.json?after={ids[PAGE_SIZE - 1]}")
+        polled = [view["id"] for view in json.loads(body)["guilds"]]
+        assert status == 200 and polled == [str(i) for i in ids[PAGE_SIZE : 2 * PAGE_SIZE]]
+        status, page, _ = await get(w.browser, f"/admin/?after={ids[-1]}")
+        assert status == 200 and "No server past this point" in page
+        assert (await get(w.browser, "/admin/?after=abc"))[0] == 400

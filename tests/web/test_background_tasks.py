@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from metrics import Metrics
-from store import open_store
+from store import PrunedEvents, open_store
 from supervision import Supervisor
 from tests.harness import eventually
 from tests.web.serving import AUTH, app_settings, serving
@@ -27,7 +27,7 @@ async def test_a_feed_pruner_that_keeps_crashing_makes_readyz_name_it_until_it_w
     async with open_store(database_url) as store:
         real_prune = store.prune_events
 
-        async def prune_events(before: datetime) -> int:
+        async def prune_events(before: datetime) -> PrunedEvents:
             if broken:
                 raise RuntimeError("a bug in the pruning")
             return await real_prune(before)

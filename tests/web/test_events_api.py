@@ -209,3 +209,32 @@ async def test_events_older_than_the_retention_are_pruned_at_start_up(tmp_path: 
                 return [event.id for event in await store.list_events()] == [3, 4, 5]
 
             await eventually(pruned, within=5)
+
+
+async def test_a_cursor_below_pruned_events_is_answered_410_with_the_cursor_to_read_on_from(
+    store: Store, served: Served, http: aiohttp.ClientSession
+) -> None:
+    await store.save_link(a_link(7))
+    await store.apply_member_changes([joined(7, user_id) for user_id in range(30)])
+    status, body = await get_events(http, served, "?limit=5")
+    reader = body["next_after"]  # a reader that read five events, then went away for a while
+    boundary = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await store.apply_member_changes([joined(7, user_id) for user_id in range(30, 35)])
+    pruned = await store.prune_events(boundary)
+    assert pruned.count == 31
+
+    for query in (f"?after={reader}", f"?after={reader}&types=member.*", f"?after={pruned.up_to - 1}"):
+        status, body = await get_events(http, served, query)
+        assert status == 410, (query, body)
+        check_against_openapi("/api/events", "get", 410, body)
+        assert body["error"] == "events_pruned"
+        assert body["pruned_up_to"] == body["next_after"] == str(pruned.up_to)
+        assert body["retention_days"] == 7
+    # Reading on from where the 410 says: the events kept, and no gap left to hide.
+    status, body = await get_events(http, served, f"?after={pruned.up_to}")
+    assert status == 200
+    assert [event["data"]["member"]["id"] for event in body["events"]] == [str(u) for u in range(30, 35)]
+    # A reader with no cursor yet (absent or 0) reads from the oldest event kept.
+    assert (await get_events(http, served))[1]["events"] == body["events"]
+    assert (await get_events(http, served, "?after=0"))[1]["events"] == body["events"]

@@ -11,6 +11,9 @@
   const IDLE_MS = 15000;
   const busy = (state) => state === "pending" || state === "syncing" || state === "failed";
   const fmt = (n) => Number(n).toLocaleString("en-US");
+  // The list is paged: the poll asks for the page shown (the same `after`), not for every server.
+  const after = new URLSearchParams(window.location.search).get("after");
+  const syncUrl = "/admin/sync.json" + (after ? "?after=" + encodeURIComponent(after) : "");
 
   function field(el, name) {
     return el.querySelector('[data-field="' + name + '"]');
@@ -46,7 +49,7 @@
   async function poll() {
     let next = IDLE_MS;
     try {
-      const response = await fetch("/admin/sync.json", { cache: "no-store", credentials: "same-origin" });
+      const response = await fetch(syncUrl, { cache: "no-store", credentials: "same-origin" });
       if (response.status === 401) {
         say("Your session has ended: reload the page to sign in again.");
         return;
