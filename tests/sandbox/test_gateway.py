@@ -402,7 +402,8 @@ async def test_a_storm_arrives_whole_and_in_order_paced_or_not(
         ) as resp,
     ):
         assert resp.status == 200
-    seqs, seen = [], []
+    seqs: list[int] = []
+    seen: list[tuple[str, str, str | None]] = []
     while len(seen) < updates + 3:
         msg = await gw.recv_until(lambda m: m.get("t") in ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE"))
         seqs.append(msg["s"])
