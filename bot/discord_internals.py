@@ -117,3 +117,11 @@ def set_reading_paused(ws: DiscordWebSocket | None, paused: bool) -> None:
     protocol = getattr(socket, "_protocol", None)
     if protocol is not None:
         (protocol.pause_reading if paused else protocol.resume_reading)()
+
+
+def has_event_waiters(client: discord.Client, event: str) -> bool:
+    """Whether a `wait_for(event)` is waiting: the one other thing `Client.dispatch` serves.
+
+    The public `wait_for` keeps its futures in `_listeners`; no public API asks whether any are there.
+    """
+    return bool(client._listeners.get(event))
