@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import asyncpg
-import orjson
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
 from store.like import contains_pattern
@@ -516,7 +515,13 @@ class PostgresStore:
                     [c.guild_id for c in writes.removals],
                     [c.user_id for c in writes.removals],
                 )
-            await _add_member_events(conn, applied, datetime.now(UTC))
+            # COPY, not one JSON array split by the server (jsonb_array_elements): that saved the client 60 ms
+            # of CPU for 55,000 events, but the insert took 730 ms instead of 600, the server parsing more.
+            await _add_events(
+                conn,
+                [(MEMBER_EVENTS[c.kind], c.guild_id, member_change_data(c)) for c in applied],
+                datetime.now(UTC),
+            )
         self._write_failures.succeeded()
         return len(applied)
 
@@ -815,25 +820,6 @@ async def _add_events(
         records=[(kind.value, guild_id, event_data_json(data), at) for kind, guild_id, data in events],
         columns=_EVENT_COLUMNS,
     )
-
-
-_MEMBER_EVENT_TYPES = {kind: event.value for kind, event in MEMBER_EVENTS.items()}
-# A batch's member events as one JSON array of [type, guild id, data], in order: the server parses it once,
-# as it would parse each event's data for the jsonb column, and the client makes one array instead of a COPY
-# record per event (that took the storm's client a third of its time in the store).
-_INSERT_MEMBER_EVENTS = """
-INSERT INTO events (type, guild_id, data, created_at)
-SELECT event ->> 0, (event ->> 1)::bigint, event -> 2, $2
-FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS batch (event, position)
-ORDER BY position
-"""
-
-
-async def _add_member_events(conn: asyncpg.Connection, changes: Sequence[MemberChange], at: datetime) -> None:
-    """Announce member changes in the feed, in order, in the transaction that makes them (see _add_events)."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _EVENTS_LOCK)
-    events = [[_MEMBER_EVENT_TYPES[c.kind], c.guild_id, member_change_data(c)] for c in changes]
-    await conn.execute(_INSERT_MEMBER_EVENTS, orjson.dumps(events).decode(), at)
 
 
 async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previous: str | None) -> None:
