@@ -11,6 +11,7 @@ import discord
 
 from bot.discord_internals import (
     close_orphaned_connections,
+    has_event_waiters,
     heartbeat_timeout,
     parser_table,
     set_reading_paused,
@@ -250,6 +251,16 @@ class GuildlinkBot(discord.AutoShardedClient):
             log.warning(
                 "bot.members_intent_off: switch on Bot > 'Server Members Intent' in the Developer Portal"
             )
+
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        """discord.py's dispatch, skipped for an event that has neither a handler nor a `wait_for` waiting.
+
+        discord.py finds a missing handler by catching AttributeError, and dispatches socket_event_type for
+        every gateway event: in a storm, 55,000 of those cost about 0.1 s of CPU, a tenth of what storing the
+        storm costs.
+        """
+        if getattr(self, "on_" + event, None) is not None or has_event_waiters(self, event):
+            super().dispatch(event, *args, **kwargs)
 
     # Gateway events: each delegates at once.
 

@@ -145,3 +145,11 @@ def heartbeat_timeout(client: discord.Client) -> float:
     The option is public to set and kept only on the private connection state.
     """
     return float(client._connection.heartbeat_timeout)
+
+
+def has_event_waiters(client: discord.Client, event: str) -> bool:
+    """Whether a `wait_for(event)` is waiting: the one other thing `Client.dispatch` serves.
+
+    The public `wait_for` keeps its futures in `_listeners`; no public API asks whether any are there.
+    """
+    return bool(client._listeners.get(event))

@@ -161,15 +161,19 @@ class ControlHandlers:
     async def storm(self, request: web.Request) -> web.Response:
         """A burst of member events: `updates` members change nick, then `removals` members leave.
 
-        Sent as fast as the gateway takes them (a role change fanning out, then a purge); the answer says
-        how long the sandbox took to dispatch them.
+        A role change fanning out, then a purge. Streamed as it is made, the gateway's writers getting a turn
+        every STORM_STREAM_EVERY events; with `"paced": false` all of it is made first and queued, so the
+        writers then send it as fast as the socket takes it. The answer says how long the making took.
         """
         guild_id, _ = self._ids(request)
         try:
             body = await self._body(request)
             updates, removals = int(body.get("updates", 0)), int(body.get("removals", 0))
+            paced = body.get("paced", True)
+            if not isinstance(paced, bool):
+                raise TypeError("paced")
         except (SandboxError, ValueError, TypeError):
-            return _error("updates and removals must be whole numbers in a JSON object")
+            return _error("updates and removals must be whole numbers, paced true or false, in a JSON object")
         try:
             user_ids = [int(m["user"]["id"]) for m in self.sandbox.members(guild_id)]
         except SandboxError as exc:
@@ -179,10 +183,12 @@ class ControlHandlers:
         started = time.perf_counter()
         for index, user_id in enumerate(user_ids[:updates]):
             self.sandbox.update_member(guild_id, user_id, nick=f"storm {index}")
-            await _let_gateway_send(index)
+            if paced:
+                await _let_gateway_send(index)
         for index, user_id in enumerate(user_ids[len(user_ids) - removals :]):
             self.sandbox.remove_member(guild_id, user_id)
-            await _let_gateway_send(index)
+            if paced:
+                await _let_gateway_send(index)
         return json_response({"events": updates + removals, "seconds": time.perf_counter() - started})
 
     async def add_bot(self, request: web.Request) -> web.Response:

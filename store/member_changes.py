@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,14 +28,9 @@ def member_writes(changes: Sequence[MemberChange]) -> MemberWrites:
     return MemberWrites(upserts, removals)
 
 
-def count_deltas(writes: MemberWrites, present: Iterable[tuple[int, int]]) -> Counter[int]:
-    """How each guild's member count moves when `writes` apply over the (guild, user) pairs `present`."""
-    stored = set(present)
-    counts: Counter[int] = Counter()
-    for change in writes.upserts:
-        if (change.guild_id, change.user_id) not in stored:
-            counts[change.guild_id] += 1
-    for change in writes.removals:
-        if (change.guild_id, change.user_id) in stored:
-            counts[change.guild_id] -= 1
-    return counts
+def user_ids_by_guild(changes: Iterable[MemberChange]) -> dict[int, list[int]]:
+    """The user ids of `changes`, by guild, in order."""
+    by_guild: dict[int, list[int]] = {}
+    for change in changes:
+        by_guild.setdefault(change.guild_id, []).append(change.user_id)
+    return by_guild

@@ -562,6 +562,8 @@ class PostgresStore:
                     [c.guild_id for c in writes.removals],
                     [c.user_id for c in writes.removals],
                 )
+            # COPY, not one JSON array split by the server (jsonb_array_elements): that saved the client 60 ms
+            # of CPU for 55,000 events, but the insert took 730 ms instead of 600, the server parsing more.
             await _add_events(
                 conn,
                 [(MEMBER_EVENTS[c.kind], c.guild_id, member_change_data(c)) for c in applied],
@@ -896,8 +898,11 @@ async def _add_to_member_count(conn: asyncpg.Connection, guild_id: int, delta: i
 
 def _change_row(change: MemberChange) -> tuple[Any, ...]:
     """A row of member_change_batch (_CHANGE_COLUMNS)."""
-    assert change.member is not None
-    return (change.guild_id, *_staged(change.member), change.received_at)
+    m = change.member
+    assert m is not None
+    # _staged's row, inline: this runs for every event of a storm. Member is a NamedTuple whose first six
+    # fields are the staging table's first six columns.
+    return (change.guild_id, *m[:6], _roles_literal(m.roles), m.joined_at, change.received_at)
 
 
 def _members(rows: Iterable[Sequence[Any]]) -> list[Member]:

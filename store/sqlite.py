@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from store.errors import InviteUnusableError, RefConflictError, StoreUnavailableError
 from store.like import contains_pattern
-from store.member_changes import count_deltas, member_writes
+from store.member_changes import member_writes, user_ids_by_guild
 from store.migrations.sqlite import MIGRATIONS
 from store.models import (
     MEMBER_EVENTS,
@@ -128,25 +130,66 @@ _UPSERT_CHUNK = (
     + ", last_seen = excluded.last_seen"
 )
 
-_UPSERT_CHANGE = (
+_UPSERT_CHANGES = (
     "INSERT INTO members (guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at,"
-    " last_seen, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id) DO UPDATE SET"
+    " last_seen, changed_at) VALUES {values} ON CONFLICT (guild_id, user_id) DO UPDATE SET"
     " username = excluded.username, global_name = excluded.global_name, nick = excluded.nick,"
     " avatar = excluded.avatar, bot = excluded.bot, roles = excluded.roles, joined_at = excluded.joined_at,"
     # Never back in time: an event written late (the database was slow) must not make a resync that read
     # the member since take it for gone. ISO times in UTC compare as text.
     " last_seen = max(members.last_seen, excluded.last_seen), changed_at = excluded.changed_at"
 )
+_INSERT_EVENTS = "INSERT INTO events (type, guild_id, data, created_at) VALUES {values}"
+# A batch of member events is written ROWS_PER_STATEMENT rows to a statement (the rest one by one): a
+# statement per row cost the storm's writer thread a third more, the feed's AUTOINCREMENT counter being
+# updated at the end of every statement. 250 rows of 11 parameters stay far below SQLite's 32,766.
+ROWS_PER_STATEMENT = 250
+
+
+def _rows_statements(sql: str, columns: int) -> tuple[str, str]:
+    """`sql` with one row of `columns` parameters, and with ROWS_PER_STATEMENT of them."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return sql.format(values=row), sql.format(values=", ".join([row] * ROWS_PER_STATEMENT))
+
+
+_UPSERT_CHANGE, _UPSERT_CHANGES_MANY = _rows_statements(_UPSERT_CHANGES, 11)
+_INSERT_EVENT, _INSERT_EVENTS_MANY = _rows_statements(_INSERT_EVENTS, 4)
+_MEMBER_EVENT_TYPES = {kind: event.value for kind, event in MEMBER_EVENTS.items()}
+
+
+async def _insert_rows(
+    db: aiosqlite.Connection, one: str, many: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert `rows` in order: ROWS_PER_STATEMENT to a `many` statement, what is left by `one`."""
+    whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    if whole:
+        await db.executemany(
+            many,
+            [
+                list(itertools.chain.from_iterable(rows[start : start + ROWS_PER_STATEMENT]))
+                for start in range(0, whole, ROWS_PER_STATEMENT)
+            ],
+        )
+    if whole < len(rows):
+        await db.executemany(one, rows[whole:])
+
+
+def _utc_text(value: datetime) -> str:
+    """_time, without its conversion for a time in UTC already (a storm's every event is one)."""
+    return value.isoformat() if value.tzinfo is UTC else _time(value)
 
 
 def _change_row(change: MemberChange) -> tuple[Any, ...]:
-    assert change.member is not None
-    at = _time(change.received_at)
-    return _member_row(change.guild_id, change.member, at, at)
+    """The parameters of _UPSERT_CHANGE: the member's columns, then last_seen and changed_at."""
+    m = change.member
+    assert m is not None
+    at = _utc_text(change.received_at)
+    # Member is a NamedTuple: its first six fields are the columns' order.
+    return (change.guild_id, *m[:6], _roles_text(m.roles), m.joined_at, at, at)
 
 
 def _member_row(guild_id: int, m: Member, last_seen: str, at: str) -> tuple[Any, ...]:
-    """The parameters of _UPSERT_CHUNK (`at`: the chunk's snapshot) or _UPSERT_CHANGE (`at`: changed_at)."""
+    """The parameters of _UPSERT_CHUNK (`at`: the chunk's snapshot)."""
     return (
         guild_id,
         m.user_id,
@@ -617,7 +660,7 @@ class SqliteStore:
         )
 
     async def apply_member_changes(self, changes: Sequence[MemberChange]) -> int:
-        guild_ids = json.dumps(sorted({change.guild_id for change in changes}))
+        guild_ids = orjson.dumps(sorted({change.guild_id for change in changes})).decode()
         async with self._transaction(durable=False) as db:
             async with db.execute(
                 "SELECT guild_id FROM links WHERE active = 1 AND guild_id IN (SELECT value FROM json_each(?))",
@@ -628,30 +671,46 @@ class SqliteStore:
             if not applied:
                 return 0
             writes = member_writes(applied)
-            pairs = json.dumps([[c.guild_id, c.user_id] for c in (*writes.upserts, *writes.removals)])
-            async with db.execute(
-                "SELECT guild_id, user_id FROM members WHERE (guild_id, user_id) IN"
-                " (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
-                (pairs,),
-            ) as cursor:
-                present = [(row[0], row[1]) for row in await cursor.fetchall()]
-            if writes.upserts:
-                await db.executemany(_UPSERT_CHANGE, [_change_row(c) for c in writes.upserts])
-            if writes.removals:
-                await db.executemany(
-                    "DELETE FROM members WHERE guild_id = ? AND user_id = ?",
-                    [(c.guild_id, c.user_id) for c in writes.removals],
+            # Each guild's count moves by the members its upserts add and its removals delete: the first
+            # counted before the upsert, the second by the deletes themselves.
+            deltas = dict.fromkeys(active, 0)
+            for guild_id, user_ids in user_ids_by_guild(writes.upserts).items():
+                deltas[guild_id] += len(user_ids) - await self._count_present(db, guild_id, user_ids)
+            await _insert_rows(
+                db, _UPSERT_CHANGE, _UPSERT_CHANGES_MANY, [_change_row(c) for c in writes.upserts]
+            )
+            for guild_id, user_ids in user_ids_by_guild(writes.removals).items():
+                cursor = await db.execute(
+                    "DELETE FROM members WHERE guild_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+                    (guild_id, orjson.dumps(user_ids).decode()),
                 )
-            for guild_id, delta in count_deltas(writes, present).items():
+                deltas[guild_id] -= cursor.rowcount
+                await cursor.close()
+            for guild_id, delta in deltas.items():
                 if delta:
                     await self._add_to_member_count(db, guild_id, delta)
-            await _add_events(
+            created = _time(datetime.now(UTC))
+            await _insert_rows(
                 db,
-                [(MEMBER_EVENTS[c.kind], c.guild_id, member_change_data(c)) for c in applied],
-                datetime.now(UTC),
+                _INSERT_EVENT,
+                _INSERT_EVENTS_MANY,
+                [
+                    (_MEMBER_EVENT_TYPES[c.kind], c.guild_id, event_data_json(member_change_data(c)), created)
+                    for c in applied
+                ],
             )
         self._write_failures.succeeded()
         return len(applied)
+
+    @staticmethod
+    async def _count_present(db: aiosqlite.Connection, guild_id: int, user_ids: list[int]) -> int:
+        """How many of `user_ids` are the guild's members now."""
+        async with db.execute(
+            "SELECT COUNT(*) FROM members WHERE guild_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+            (guild_id, orjson.dumps(user_ids).decode()),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         rows = await self._fetchall(

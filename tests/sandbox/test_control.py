@@ -109,7 +109,8 @@ async def test_a_storm_changes_the_members_it_names_and_refuses_bad_numbers(
 ) -> None:
     gid = sandbox.managed_guilds()[0].id
     url = f"{sandbox.base_url}/_sandbox/guilds/{gid}/storm"
-    for body in ({"updates": "many"}, {"removals": [1]}, ["updates"], {"updates": 10**9}, {"updates": -1}):
+    bad = ({"updates": "many"}, {"removals": [1]}, ["updates"], {"updates": 10**9}, {"updates": -1})
+    for body in (*bad, {"updates": 1, "paced": "no"}):
         async with http.post(url, json=body) as resp:
             assert resp.status == 400, body
             assert "error" in await resp.json()

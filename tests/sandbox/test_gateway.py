@@ -381,3 +381,35 @@ async def test_gateway_bot_recommends_a_shard_per_thousand_guilds(make_sandbox: 
     ):
         body = await response.json()
     assert body["shards"] == 3 and body["session_start_limit"]["max_concurrency"] == 4
+
+
+@pytest.mark.parametrize("paced", [True, False])
+async def test_a_storm_arrives_whole_and_in_order_paced_or_not(
+    sandbox: Sandbox, connect: Callable[..., Any], paced: bool
+) -> None:
+    gid = sandbox.managed_guilds()[0].id
+    sandbox.add_bot(gid)
+    gw = await connect(sandbox)
+    await gw.identify(sandbox)
+    await gw.dispatch("GUILD_CREATE")
+    ids = [m["user"]["id"] for m in sandbox.members(gid)]
+    updates = min(250, len(ids))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{sandbox.base_url}/_sandbox/guilds/{gid}/storm",
+            json={"updates": updates, "removals": 3, "paced": paced},
+        ) as resp,
+    ):
+        assert resp.status == 200
+    seqs: list[int] = []
+    seen: list[tuple[str, str, str | None]] = []
+    while len(seen) < updates + 3:
+        msg = await gw.recv_until(lambda m: m.get("t") in ("GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE"))
+        seqs.append(msg["s"])
+        seen.append((msg["t"], msg["d"]["user"]["id"], msg["d"].get("nick")))
+    assert seqs == list(range(seqs[0], seqs[0] + updates + 3))
+    assert seen == [
+        *(("GUILD_MEMBER_UPDATE", uid, f"storm {i}") for i, uid in enumerate(ids[:updates])),
+        *(("GUILD_MEMBER_REMOVE", uid, None) for uid in ids[-3:]),
+    ]

@@ -86,6 +86,47 @@ async def test_member_changes_apply_in_order_keep_counts_and_are_announced(store
     assert await store.list_members(99) == []
 
 
+async def test_a_batch_longer_than_a_statement_keeps_its_order_counts_and_feed(store: Store) -> None:
+    # More rows than one multi-row statement holds, and a rest: every event in its order, each member's last
+    # change stored, the count moved by what was added and removed.
+    await store.save_link(a_link(7))
+    await store.save_link(a_link(8))
+    await store.upsert_members(7, [a_member(u) for u in range(0, 600, 2)], datetime.now(UTC))
+    after = (await store.list_events())[-1].id
+    batch = [
+        change(LEFT, u, guild_id=7 + u % 2)
+        if u % 3 == 0
+        else change(UPDATED, u, guild_id=7 + u % 2, nick=f"n{u}")
+        for u in range(600)
+    ]
+    batch += [change(JOINED, u, nick="back") for u in range(6, 66, 6)]  # left above, back again
+    assert await store.apply_member_changes(batch) == len(batch)
+    events = await store.list_events(after=after, limit=1000)
+    sent = [
+        (f"member.{c.kind.value}", c.guild_id, str(c.user_id), c.member.nick if c.member else None)
+        for c in batch
+    ]
+    got = [
+        (
+            e.type.value,
+            e.guild_id,
+            e.data["member"]["id"] if "member" in e.data else e.data["user_id"],
+            e.data["member"]["nick"] if "member" in e.data else None,
+        )
+        for e in events
+    ]
+    assert got == sent
+    expected = {
+        7: {u: f"n{u}" for u in range(0, 600, 2) if u % 3} | {u: "back" for u in range(6, 66, 6)},
+        8: {u: f"n{u}" for u in range(1, 600, 2) if u % 3},
+    }
+    for guild_id, nicks in expected.items():
+        stored = await store.list_members(guild_id, limit=1000)
+        assert {m.user_id: m.nick for m in stored} == nicks
+        link = await store.get_link(guild_id)
+        assert link is not None and link.member_count == len(nicks) == await store.count_members(guild_id)
+
+
 async def test_an_events_change_survives_an_older_sync_chunk(store: Store) -> None:
     await store.save_link(a_link(7))
     snapshot = datetime.now(UTC) - timedelta(seconds=1)  # when the sync asked for the member list
