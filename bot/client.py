@@ -180,6 +180,15 @@ class GuildlinkBot(discord.AutoShardedClient):
             self.member_sync.note_member_removed(int(data["guild_id"]), int(data["user"]["id"]))
             self.member_events.member_removed(data)
 
+        original_member_update = parsers["GUILD_MEMBER_UPDATE"]
+
+        def own_member_updated(data: Mapping[str, Any]) -> None:
+            # With the member cache off discord.py holds only the bot's own member (guild.me, whose roles
+            # decide its permissions) and looks up and discards every other update: work for nothing, once
+            # per event of a storm.
+            if self.user is not None and data["user"]["id"] == str(self.user.id):
+                original_member_update(data)
+
         def session_started(data: Any) -> None:
             # A new socket (READY, or RESUMED after a reconnect) starts out reading: paused too if the valve is.
             self.read_valve.reapply()
@@ -189,9 +198,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         parsers["GUILD_MEMBERS_CHUNK"] = members_chunk
         parsers["RATE_LIMITED"] = guarded(self.member_sync.on_rate_limited)
         parsers["GUILD_MEMBER_ADD"] = chained(self.member_events.member_joined, parsers["GUILD_MEMBER_ADD"])
-        parsers["GUILD_MEMBER_UPDATE"] = chained(
-            self.member_events.member_updated, parsers["GUILD_MEMBER_UPDATE"]
-        )
+        parsers["GUILD_MEMBER_UPDATE"] = chained(self.member_events.member_updated, own_member_updated)
         parsers["GUILD_MEMBER_REMOVE"] = chained(member_removed, parsers["GUILD_MEMBER_REMOVE"])
 
     # Life cycle

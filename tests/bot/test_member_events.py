@@ -202,3 +202,25 @@ async def test_an_event_postgresql_refuses_is_set_aside_the_next_change_stored_a
         assert len(refused) == 1 and list(refused.values()) == [1]
         assert any(r.getMessage().startswith(f"links.resync guild={guild.id}") for r in caplog.records)
         assert not any("nul" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_bots_own_member_update_still_reaches_discord_py(make_sandbox, tmp_path: Path) -> None:
+    # discord.py is handed only the bot's own GUILD_MEMBER_UPDATE (guild.me's roles decide its permissions).
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=10))
+    async with world(sandbox, tmp_path) as w:
+        guild = sandbox.managed_guilds()[0]
+        await w.link_and_sync(guild.id)
+        bot, store = w.running.bot, w.running.store
+        assert bot.user is not None
+        other = next(int(m["user"]["id"]) for m in sandbox.members(guild.id) if not m["user"].get("bot"))
+        sandbox.update_member(guild.id, other, nick="someone else")
+        sandbox.update_member(guild.id, bot.user.id, nick="renamed bot")
+
+        async def seen_by_discord_py() -> bool:
+            cached = bot.get_guild(guild.id)
+            return cached is not None and cached.me is not None and cached.me.nick == "renamed bot"
+
+        await eventually(seen_by_discord_py, within=10)
+        await eventually(lambda: _at_least(bot.member_events.stored, 2), within=10)
+        members = {m.user_id: m.nick for m in await store.list_members(guild.id, limit=100)}
+        assert members[other] == "someone else" and members[bot.user.id] == "renamed bot"
