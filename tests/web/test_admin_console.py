@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import pytest
 
 from config import Secret
 from sandbox import Sandbox, SandboxOptions
-from tests.harness import Browser, browser, free_port, settings_for, started, world
+from store import LinkedGuild, SyncPhase, SyncState
+from tests.harness import Browser, browser, eventually, free_port, settings_for, started, world
+from tests.store.records import a_link
+from web.admin.guilds import PHASE_LABELS, sync_view
 from web.admin.session import SessionKeeper
 
 API_TOKEN = "test-api-token-" + "x" * 32
@@ -367,3 +372,42 @@ async def test_unlinking_asks_first_then_the_bot_leaves_and_members_are_deleted(
         assert guild.id not in sandbox.bot_guild_ids()
         status, page, _ = await get(b, f"/admin/?unlinked={guild.id}")
         assert 'id="unlinked-notice"' in page and f'href="/admin/guilds/{guild.id}/unlink"' not in page
+
+
+async def test_a_server_waiting_for_discords_member_list_window_shows_waiting_with_the_countdown(
+    make_sandbox, tmp_path: Path
+) -> None:
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=30))
+    guild = sandbox.managed_guilds()[0]
+    async with world(sandbox, tmp_path) as w:
+        await w.link_and_sync(guild.id)
+        # Linked again at once: the resync waits out the 30 s Discord allows between whole member lists.
+        status, page = await w.browser.link_guild(guild.id)
+        assert status == 200, page
+
+        async def waiting() -> bool:
+            sync = await w.running.store.get_sync_state(guild.id)
+            return sync is not None and sync.phase is SyncPhase.WAITING
+
+        await eventually(waiting, within=10)
+        await sign_in(w.browser)
+        status, page, _ = await get(w.browser, "/admin/")
+        assert status == 200, page
+        assert "Waiting for Discord" in page and re.search(r"member-list window opens in \d+ s", page)
+        status, body, _ = await get(w.browser, "/admin/sync.json")
+        assert status == 200, body
+        view = json.loads(body)["guilds"][0]
+        assert view["state"] == "waiting" and view["label"] == "Waiting for Discord"
+        countdown = re.fullmatch(r"member-list window opens in (\d+) s", view["detail"])
+        assert countdown is not None and 0 < int(countdown.group(1)) <= 30, view
+
+
+@pytest.mark.parametrize("phase", list(SyncPhase))
+def test_every_sync_phase_has_a_label_of_its_own(phase: SyncPhase) -> None:
+    now = datetime.now(UTC)
+    sync = SyncState(1, phase, members_stored=3, member_count=5, waiting_until=now + timedelta(seconds=12))
+    view = sync_view(LinkedGuild(a_link(1), sync), now)
+    assert view["label"] == PHASE_LABELS[phase.value] and view["label"]
+    assert len(set(PHASE_LABELS.values())) == len(PHASE_LABELS)
+    if phase is SyncPhase.WAITING:
+        assert view["detail"] == "member-list window opens in 12 s"

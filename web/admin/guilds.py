@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ MAX_SEARCH_LENGTH = 100
 # What the list says of each sync phase; the script shows the same words (sync.json carries them).
 PHASE_LABELS = {
     SyncPhase.PENDING.value: "Waiting for the bot",
+    SyncPhase.WAITING.value: "Waiting for Discord",
     SyncPhase.SYNCING.value: "Reading members",
     SyncPhase.SYNCED.value: "Synced",
     SyncPhase.FAILED.value: "Failed, retrying",
@@ -30,8 +32,9 @@ PHASE_LABELS = {
 }
 
 
-def sync_view(guild: LinkedGuild) -> dict[str, Any]:
+def sync_view(guild: LinkedGuild, now: datetime | None = None) -> dict[str, Any]:
     """A guild's sync as the list and its script show it; snowflakes as strings, as at every JSON edge."""
+    now = now or datetime.now(UTC)
     sync = guild.sync
     phase = sync.phase.value if sync else SyncPhase.PENDING.value
     if not guild.link.active:
@@ -49,6 +52,10 @@ def sync_view(guild: LinkedGuild) -> dict[str, Any]:
         detail = f"{read:,} of {expected:,} read"
     elif phase in (SyncPhase.SYNCING.value, SyncPhase.FAILED.value):
         detail = f"{read:,} read"
+    elif phase == SyncPhase.WAITING.value and sync is not None and sync.waiting_until is not None:
+        # Discord's one whole-member-list request per guild per 30 s; the script's polls count it down.
+        seconds = max(0, round((sync.waiting_until - now).total_seconds()))
+        detail = f"member-list window opens in {seconds} s"
     return {
         "id": str(guild.link.guild_id),
         "state": phase,
