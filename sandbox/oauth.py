@@ -363,6 +363,13 @@ class OAuthHandlers:
 
     async def token(self, request: web.Request) -> web.Response:
         """POST /api/v10/oauth2/token."""
+        response = await self._token(request)
+        # RFC 6749 §5.1: a response carrying tokens must not be cached, and errors go the same way.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+    async def _token(self, request: web.Request) -> web.Response:
         form = await self._form(request)
         grant_type = form.get("grant_type")
         if grant_type not in GRANT_TYPES:

@@ -261,3 +261,29 @@ def error(code: int, message: str, errors: JSON | None = None) -> JSON:
     if errors is not None:
         data["errors"] = errors
     return data
+
+
+# Discord's own soundboard sounds, the same in every guild: (id, name, emoji).
+DEFAULT_SOUNDS = (
+    (1, "quack", "🦆"),
+    (2, "airhorn", "🔊"),
+    (3, "cricket", "🦗"),
+    (4, "golf clap", "⛳"),
+    (5, "sad horn", "🎺"),
+    (7, "ba dum tss", "🥁"),
+)
+
+
+def default_sounds() -> list[JSON]:
+    """GET /soundboard-default-sounds: Discord's sounds, without the guild_id and user of a guild's own."""
+    return [
+        {
+            "name": name,
+            "sound_id": str(sound_id),
+            "volume": 1.0,
+            "emoji_id": None,
+            "emoji_name": emoji,
+            "available": True,
+        }
+        for sound_id, name, emoji in DEFAULT_SOUNDS
+    ]

@@ -104,6 +104,7 @@ class RestHandlers:
             ("GET", "/guilds/{guild_id}", self.get_guild),
             ("GET", "/guilds/{guild_id}/members", self.list_members),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
+            ("GET", "/soundboard-default-sounds", self.default_sounds),
         ]
         return [
             web.route(method, prefix + path, handler)
@@ -200,6 +201,13 @@ class RestHandlers:
             members_intent=opts.members_intent_enabled,
         )
         return json_response(body, route="applications/@me")
+
+    async def default_sounds(self, request: web.Request) -> web.Response:
+        """GET /soundboard-default-sounds: asked by some libraries (py-cord) as they start; bot tokens only."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        return json_response(payloads.default_sounds(), route="soundboard-default-sounds")
 
     async def gateway(self, request: web.Request) -> web.Response:
         """GET /gateway (no authentication)."""

@@ -350,3 +350,24 @@ async def test_client_credentials_refuse_a_scope_that_needs_consent_or_is_unknow
 ) -> None:
     status, body, _ = await exchange(http, sandbox, {"grant_type": "client_credentials", "scope": scope})
     assert status == 400 and body["error"] == "invalid_scope"
+
+
+async def test_every_token_endpoint_response_forbids_caching(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    """RFC 6749 §5.1: Cache-Control: no-store and Pragma: no-cache on tokens, and on refusals alike."""
+    params = redirect_params(sandbox.authorize(consent_query(sandbox), sandbox.managed_guilds()[0].id))
+    code = {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT}
+    credentials = {"client_id": str(sandbox.client_id), "client_secret": sandbox.client_secret}
+    forms = [
+        ({**credentials, **code}, 200),
+        ({**credentials, **code}, 400),  # the code is used up
+        ({**credentials, "grant_type": "client_credentials", "scope": "identify"}, 200),
+        ({**credentials, "client_secret": "not-the-secret", "grant_type": "client_credentials"}, 401),
+        ({**credentials, "grant_type": "password"}, 400),
+    ]
+    for form, expected in forms:
+        async with http.post(f"{sandbox.base_url}/api/v10/oauth2/token", data=form) as resp:
+            assert resp.status == expected, await resp.text()
+            assert resp.headers["Cache-Control"] == "no-store", form["grant_type"]
+            assert resp.headers["Pragma"] == "no-cache", form["grant_type"]

@@ -236,3 +236,16 @@ async def test_token_response_guild_and_gateway_payloads_match_discords_schemas(
         validate(member, "guild-member.json")
     bot_role = next(r for r in body["guild"]["roles"] if r["managed"])
     assert bot_role["tags"] == {"bot_id": str(sandbox.client_id)}
+
+
+async def test_default_soundboard_sounds_match_discords_schema(bot: Api, user: Api) -> None:
+    status, body, headers = await bot.get("/soundboard-default-sounds")
+    assert status == 200
+    validate_response(body, "/soundboard-default-sounds")
+    assert body and all("guild_id" not in sound and "user" not in sound for sound in body)
+    assert "X-RateLimit-Bucket" in headers
+    # Discord's spec gives the route to bot tokens only.
+    for other in (user, Api(bot.http, bot.sandbox, "")):
+        status, body, _ = await other.get("/soundboard-default-sounds")
+        assert status == 401
+        validate_response(body, "/users/@me", "4XX")

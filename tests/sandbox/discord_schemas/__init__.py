@@ -27,6 +27,7 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/gateway/bot", "200"): {"$ref": "gateway-bot.json"},
     ("/guilds/{guild_id}", "200"): {"$ref": "guild-with-counts.json"},
     ("/guilds/{guild_id}/members", "200"): {"type": "array", "items": {"$ref": "guild-member.json"}},
+    ("/soundboard-default-sounds", "200"): {"type": "array", "items": {"$ref": "soundboard-sound.json"}},
     ("/users/@me", "4XX"): {"$ref": "error.json"},
     ("/guilds/{guild_id}/members", "4XX"): {"$ref": "error.json"},
     ("/users/@me", "429"): {"$ref": "rate-limited.json"},
