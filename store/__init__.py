@@ -7,7 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from store.base import GuildLock, Store
-from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
+from store.errors import (
+    InviteUnusableError,
+    RefConflictError,
+    StoreError,
+    StoreUnavailableError,
+    TransactionPoolingError,
+)
 from store.models import (
     Event,
     EventType,
@@ -43,6 +49,7 @@ __all__ = [
     "StoreUnavailableError",
     "SyncPhase",
     "SyncState",
+    "TransactionPoolingError",
     "UnsupportedDatabaseError",
     "WebhookCursor",
     "is_postgres_url",
