@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -146,7 +147,7 @@ async def test_a_guild_another_process_is_syncing_is_left_to_it_until_its_lock_g
 
 
 async def test_a_sync_finished_by_the_lock_holder_is_not_repeated(
-    make_sandbox, tmp_path: Path, database_url: str
+    make_sandbox, tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=30))
     guild = sandbox.managed_guilds()[0]
@@ -159,8 +160,15 @@ async def test_a_sync_finished_by_the_lock_holder_is_not_repeated(
         await store.save_link(a_link(guild.id))
         held = await other_process.try_lock_guild(guild.id)
         assert held is not None
+        caplog.set_level(logging.INFO, logger="bot.member_sync")
         waiting = MemberSync(store, SilentGateway(session, sandbox), locked_retry_wait=0.3)
         waiting.schedule(guild.id)
+
+        async def refused() -> bool:
+            return any(r.getMessage().startswith("sync.locked_elsewhere") for r in caplog.records)
+
+        # The holder goes on only once the other has found the lock held (else that one may take it first).
+        await eventually(refused, within=5)
         await held.release()
         holder_gateway = SilentGateway(session, sandbox)
         await MemberSync(other_process, holder_gateway, chunk_timeout=0.1).sync(guild.id)
