@@ -35,7 +35,14 @@ from config import (
 from lifecycle import CannotListenError, run_guildlink, tune_garbage_collector
 from log_format import JsonFormatter
 from printable import printable
-from store import StoreUnavailableError, SyncPhase, is_postgres_url, open_store, sqlite_path
+from store import (
+    StoreUnavailableError,
+    SyncPhase,
+    TransactionPoolingError,
+    is_postgres_url,
+    open_store,
+    sqlite_path,
+)
 from web.malformed_requests import quiet_malformed_requests
 from web.oauth import InvalidClientError
 
@@ -102,7 +109,12 @@ async def serve(
 
 def database_failure(database_url: str, exc: StoreUnavailableError) -> str:
     """One line for the operator: which database (its password masked), what is wrong, what to do."""
-    if is_postgres_url(database_url):
+    if isinstance(exc, TransactionPoolingError):
+        advice = (
+            "set pool_mode = session for this database in pgbouncer.ini, or point DATABASE_URL at PostgreSQL"
+            " itself"
+        )
+    elif is_postgres_url(database_url):
         advice = (
             "check that the PostgreSQL server is running and takes this user's writes, or fix DATABASE_URL"
         )

@@ -260,8 +260,14 @@ class MemberSync:
                     continue
                 except Exception as exc:
                     self._metrics.sync_failures.labels(type(exc).__name__).inc()
+                    # The store's reason is safe to log (it names the condition, never a value); the
+                    # others' messages may quote what Discord sent.
                     log.warning(
-                        "sync.failed guild=%d error=%s retry_in=%.0fs", guild_id, type(exc).__name__, wait
+                        "sync.failed guild=%d error=%s reason=%s retry_in=%.0fs",
+                        guild_id,
+                        type(exc).__name__,
+                        exc.reason if isinstance(exc, StoreUnavailableError) else "-",
+                        wait,
                     )
                     # Without its lock the guild's state is no longer ours to write: whoever took the lock
                     # may be syncing it, or may have finished.

@@ -7,7 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from store.base import GuildLock, Store
-from store.errors import InviteUnusableError, RefConflictError, StoreError, StoreUnavailableError
+from store.errors import (
+    InviteUnusableError,
+    RefConflictError,
+    StoreError,
+    StoreUnavailableError,
+    TransactionPoolingError,
+)
 from store.models import (
     Event,
     EventType,
@@ -52,6 +58,7 @@ __all__ = [
     "SyncOutcome",
     "SyncPhase",
     "SyncState",
+    "TransactionPoolingError",
     "UnsupportedDatabaseError",
     "WebhookBacklog",
     "WebhookCursor",

@@ -18,6 +18,20 @@ class StoreUnavailableError(StoreError):
         self.reason = reason
 
 
+class TransactionPoolingError(StoreUnavailableError):
+    """DATABASE_URL leads to a pooler that hands one client's statements to several server sessions.
+
+    pgbouncer's pool_mode = transaction or statement: session locks would stay behind on a session that
+    then serves other clients, LISTEN would hear nothing, and prepared statements would go missing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "its connections are pooled per transaction (pgbouncer's pool_mode = transaction or statement),"
+            " but guildlink's guild locks, LISTEN and prepared statements need sessions of their own"
+        )
+
+
 class InviteUnusableError(StoreError):
     """The invite a link was started from is unknown, expired or already used by another link."""
 

@@ -40,12 +40,8 @@ from store.models import (
     sync_event,
 )
 from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
-from store.postgres_locks import (
-    KEEPALIVE_SETTINGS,
-    LOCKS_APPLICATION_NAME,
-    PostgresGuildLock,
-    PostgresGuildLocks,
-)
+from store.postgres_locks import LOCKS_APPLICATION_NAME, PostgresGuildLock, PostgresGuildLocks
+from store.postgres_sessions import check_sessions_are_own, connect_session
 from store.reconcile import (
     AnnouncedEvent,
     LinkState,
@@ -202,8 +198,11 @@ class PostgresStore:
     async def open(cls, dsn: str) -> AsyncIterator[PostgresStore]:
         """Connect to the database `dsn` names, migrate it, check it takes writes, close the pool on exit.
 
-        Raise StoreUnavailableError if it cannot be reached, migrated or written.
+        Raise StoreUnavailableError if it cannot be reached, migrated or written, TransactionPoolingError (one)
+        if a pooler shares its sessions between transactions.
         """
+        # Before anything else runs on such a pooler and fails in ways that would not say why.
+        await check_sessions_are_own(dsn, connect_timeout=CONNECT_TIMEOUT)
         with unavailable_on_failure():
             pool = await asyncpg.create_pool(
                 dsn,
@@ -216,11 +215,8 @@ class PostgresStore:
 
         async def connect(application_name: str = LOCKS_APPLICATION_NAME) -> asyncpg.Connection:
             """A session of its own, outside the pool, for session locks."""
-            return await asyncpg.connect(
-                dsn,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                server_settings={**KEEPALIVE_SETTINGS, "application_name": application_name},
+            return await connect_session(
+                dsn, application_name, connect_timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
             )
 
         guild_locks = PostgresGuildLocks(connect)
@@ -335,6 +331,12 @@ class PostgresStore:
                 " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
                 datetime.now(UTC),
             )
+        # Every sync starts on it: a pool that works beside a lock connection that cannot open is a store
+        # whose syncs all fail.
+        try:
+            await self._guild_locks.check()
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(f"cannot take guild sync locks: {exc.reason}") from exc
 
     def recent_write_failure(self) -> str | None:
         return self._write_failures.recent()
@@ -765,7 +767,11 @@ class PostgresStore:
     # clocks disagree still agree on the database's.
 
     async def try_lock_guild(self, guild_id: int) -> PostgresGuildLock | None:
-        return await self._guild_locks.try_lock(guild_id)
+        try:
+            return await self._guild_locks.try_lock(guild_id)
+        except StoreUnavailableError as exc:
+            self._write_failures.failed(f"cannot take guild sync locks: {exc.reason}")
+            raise
 
     async def member_list_wait(self, guild_id: int) -> float:
         rows = await self._fetch(

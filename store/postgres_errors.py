@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,9 @@ LOST_CONNECTION = (
     ConnectionResetError,
 )
 
+# pgbouncer's answer to a startup parameter it does not pass on (from DATABASE_URL's query, say): a name only.
+_REFUSED_PARAMETER = re.compile(r"unsupported startup parameter: ([A-Za-z_][A-Za-z0-9_.]{0,62})")
+
 # Classes that mean a bug in guildlink rather than a database to fix: data exceptions, integrity
 # constraints, syntax; they are raised as they are, with the statement to look at.
 _BUG_CLASSES = ("22", "23", "42")
@@ -58,6 +62,12 @@ def reason(exc: BaseException) -> str | None:
     """A reason fit for operators and clients for a failure they must fix; None for guildlink's own bugs."""
     if isinstance(exc, asyncpg.PostgresError):
         code = exc.sqlstate or ""
+        refused = _REFUSED_PARAMETER.fullmatch(str(exc)) if code == "08P01" else None
+        if refused:
+            return (
+                f"a connection pooler in front of the database refused the startup parameter {refused[1]}"
+                f" (pgbouncer: add {refused[1]} to ignore_startup_parameters in pgbouncer.ini)"
+            )
         if code in _REASONS:
             return _REASONS[code]
         if code[:2] in _BUG_CLASSES:

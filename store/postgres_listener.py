@@ -17,7 +17,8 @@ import asyncpg
 
 from store.errors import StoreUnavailableError
 from store.postgres_errors import reason
-from store.postgres_locks import KEEPALIVE_SETTINGS, LISTEN_APPLICATION_NAME
+from store.postgres_locks import LISTEN_APPLICATION_NAME
+from store.postgres_sessions import connect_session
 from supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,7 @@ class Listener:
 
     async def _listen_once(self) -> None:
         """Connect, LISTEN, and return (or raise) when the connection ends."""
-        conn = await asyncpg.connect(
-            self._dsn,
-            timeout=CONNECT_TIMEOUT,
-            server_settings={**KEEPALIVE_SETTINGS, "application_name": LISTEN_APPLICATION_NAME},
-        )
+        conn = await connect_session(self._dsn, LISTEN_APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT)
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -22,13 +23,8 @@ from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
 
 log = logging.getLogger(__name__)
 
-# The server notices a vanished client (a machine that lost power, a cut cable) through TCP keepalives:
-# after about a minute rather than the kernel's default two hours, so that its locks go with it.
-KEEPALIVE_SETTINGS = {
-    "tcp_keepalives_idle": "30",
-    "tcp_keepalives_interval": "10",
-    "tcp_keepalives_count": "3",
-}
+T = TypeVar("T")
+
 # How an operator tells the dedicated sessions apart in pg_stat_activity.
 LOCKS_APPLICATION_NAME = "guildlink-guild-locks"
 LISTEN_APPLICATION_NAME = "guildlink-listen"
@@ -92,11 +88,25 @@ class PostgresGuildLocks:
                 log.warning("store.guild_unlock_failed guild=%d error=%s", lock.guild_id, type(exc).__name__)
                 self._drop(conn)
 
+    async def check(self) -> None:
+        """Raise StoreUnavailableError unless the lock connection is open, or opens, and answers (for /readyz)."""
+        async with self._guard:
+            with unavailable_on_failure():
+                await self._on_connection(lambda conn: conn.execute("SELECT 1"))
+
     async def _try_lock(self, guild_id: int) -> bool:
+        return bool(
+            await self._on_connection(
+                lambda conn: conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", guild_id)
+            )
+        )
+
+    async def _on_connection(self, statement: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`statement` on the lock connection, opened first if need be."""
         for attempt in range(2):
             conn = await self._connection()
             try:
-                return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", guild_id))
+                return await statement(conn)
             except (*LOST_CONNECTION, asyncpg.InterfaceError) as exc:
                 # Ended by the server before we heard of it (a restart): its locks are gone already, so a
                 # new session loses nothing. Once only: a second loss is the database failing.

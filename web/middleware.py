@@ -69,8 +69,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or (exc.text and exc.content_type in ("application/json", "text/html")):
             raise
         if wants_json(request):
-            return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-        return request.app[PAGES].error(exc.status, exc.reason, "There is nothing here.")
+            response = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        else:
+            response = request.app[PAGES].error(exc.status, exc.reason, "There is nothing here.")
+        # A 405 must say which methods the resource takes (RFC 9110 §15.5.6); aiohttp's own carries it.
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         # The path, never the query: the callback's query holds the code. Escaped, as in the access log.
         log.exception(

@@ -73,3 +73,21 @@ async def test_behind_a_tls_terminating_proxy_plain_http_is_served_with_secure_c
             assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
             cookie = response.headers["Set-Cookie"]
         assert cookie.startswith("__Host-") and "Secure" in cookie
+
+
+async def test_a_405_names_the_methods_the_resource_takes(make_sandbox, tmp_path: Path) -> None:
+    """RFC 9110 §15.5.6: a page's 405 and the API's JSON 405 alike carry Allow."""
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
+    async with world(sandbox, tmp_path, ready=False) as w:
+        token = w.running.settings.api_token
+        assert token is not None
+        auth = {"Authorization": f"Bearer {token.reveal()}"}
+        for method, path, headers, allowed in (
+            ("POST", "/", {}, {"GET", "HEAD"}),
+            ("PUT", "/api/guilds/1", auth, {"GET", "HEAD", "DELETE"}),
+        ):
+            async with w.browser.session.request(
+                method, w.browser.web_url + path, headers=headers
+            ) as response:
+                assert response.status == 405, (method, path)
+                assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed, (method, path)

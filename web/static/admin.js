@@ -9,7 +9,7 @@
   const status = document.querySelector("[data-live-status]");
   const BUSY_MS = 1500;
   const IDLE_MS = 15000;
-  const busy = (state) => state === "pending" || state === "syncing" || state === "failed";
+  const busy = (state) => ["pending", "waiting", "syncing", "failed"].includes(state);
   const fmt = (n) => Number(n).toLocaleString("en-US");
   // The list is paged: the poll asks for the page shown (the same `after`), not for every server.
   const after = new URLSearchParams(window.location.search).get("after");
