@@ -95,17 +95,11 @@ async def test_the_pruned_mark_step_marks_the_events_a_file_pruned_before_it_as_
         for guild_id in (1, 2, 3):
             await store.save_link(a_link(guild_id))
     # As a file from before the step that pruned its first two events by time, and one that pruned all it had.
-    with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM events WHERE id <= 2")
-        db.execute("DROP TABLE feed_pruned")
-        db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
-    db.close()
-    async with SqliteStore.open(path) as store:
-        assert await store.feed_pruned_up_to() == 2
-    with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM events")
-        db.execute("DROP TABLE feed_pruned")
-        db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
-    db.close()
-    async with SqliteStore.open(path) as store:
-        assert await store.feed_pruned_up_to() == 3
+    for pruned, expected in (("id <= 2", 2), ("TRUE", 3)):
+        with sqlite3.connect(path) as db:
+            db.execute(f"DELETE FROM events WHERE {pruned}")
+            db.execute("DROP TABLE feed_pruned")
+            db.execute("DELETE FROM schema_version WHERE version = ?", (FEED_PRUNED_STEP,))
+        db.close()
+        async with SqliteStore.open(path) as store:
+            assert await store.feed_pruned_up_to() == expected

@@ -93,8 +93,9 @@ async def posted_to(handle: Callable[[web.Request], Awaitable[web.StreamResponse
     """`handle` answering POSTs on 127.0.0.1 and a free port; yields the URL to POST to."""
     app = web.Application()
     app.router.add_post("/hooks/guildlink", handle)
-    # No access log: a receiver's lines would muddle tests that read guildlink's own log.
-    runner = web.AppRunner(app, access_log=None)
+    # No access log: a receiver's lines would muddle tests that read guildlink's own log. A handler still
+    # streaming its answer stops when guildlink drops the connection.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from store import MemberChange, MemberChangeKind, Store
 from tests.harness import eventually
 from tests.store.records import a_link, a_member
-from tests.web.receiver import WEBHOOK_SECRET
+from tests.web.receiver import WEBHOOK_SECRET, posted_to
 from tests.web.serving import AUTH, Served, app_settings, serving
 from web.feed import EventTypes
 from web.feed_pruning import prune_old_events
@@ -31,22 +31,6 @@ HUGE_ANSWER = 200 * 1024 * 1024
 MiB = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@contextlib.asynccontextmanager
-async def receiver(handle: Handler) -> AsyncIterator[str]:
-    """A receiver on 127.0.0.1 that answers every POST with `handle`; yields its URL."""
-    app = web.Application()
-    app.router.add_post("/hooks", handle)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/hooks"
-    finally:
-        await runner.cleanup()
 
 
 def webhook_settings(database_url: str, url: str, **more: str) -> dict[str, str]:
@@ -100,7 +84,7 @@ async def test_a_receiver_streaming_200_mb_answers_costs_no_memory_and_each_even
     await store.apply_member_changes([joined(7, 1), joined(7, 2)])
     gc.collect()
     before = reset_peak_memory()
-    async with receiver(stream_huge_answers) as url:
+    async with posted_to(stream_huge_answers) as url:
         settings = app_settings(database_url, webhook_settings(database_url, url))
         async with serving(settings, store, webhook_policy=FAST) as served:
 
@@ -137,7 +121,7 @@ async def test_a_receiver_that_trickles_its_answer_delays_the_next_event_by_seco
     await store.save_link(a_link(7))
     await store.apply_member_changes([joined(7, 1)])
     last = (await store.list_events())[-1].id
-    async with receiver(trickle) as url:
+    async with posted_to(trickle) as url:
         settings = app_settings(database_url, webhook_settings(database_url, url))
         async with serving(settings, store, webhook_policy=FAST) as served:
 
@@ -171,7 +155,7 @@ async def test_one_refused_event_holds_back_every_later_one_and_metrics_and_read
         body = await request.json()
         return web.Response(status=422 if body["id"] == str(refused.id) else 200)
 
-    async with receiver(refuse_the_first) as url:
+    async with posted_to(refuse_the_first) as url:
         env = {**webhook_settings(database_url, url), "METRICS": "open"}
         async with (
             serving(app_settings(database_url, env), store, webhook_policy=FAST) as served,
