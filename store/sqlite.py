@@ -292,8 +292,9 @@ class SqliteStore:
             try:
                 with _unavailable_on_failure():
                     await self._use_durability(durable)
-                    await self._writer.execute("BEGIN IMMEDIATE")
                     try:
+                        # Inside: a BEGIN whose await is cancelled still runs, and must be undone too.
+                        await self._writer.execute("BEGIN IMMEDIATE")
                         yield self._writer
                         await self._writer.execute("COMMIT")
                     except BaseException:
@@ -304,9 +305,13 @@ class SqliteStore:
                 raise
 
     async def _rollback(self) -> None:
-        # A failed COMMIT (disk full) may have rolled back already; then there is nothing to undo.
-        if self._writer.in_transaction:
+        # A failed COMMIT (disk full) may have rolled back already, and a COMMIT whose await was cancelled still
+        # runs in the writer's thread: its state is known only after this ROLLBACK, which the thread runs next.
+        try:
             await self._writer.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            if self._writer.in_transaction:
+                raise
 
     async def _migrate(self) -> None:
         with _unavailable_on_failure():

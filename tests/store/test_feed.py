@@ -234,3 +234,20 @@ async def test_a_member_event_reads_back_as_it_was_sent(store: Store) -> None:
     assert list(await store.list_members(7)) == sent
     [first, second] = (await store.list_events())[-2:]
     assert first.data["member"]["roles"] == [str(largest), "1"] and second.data["member"]["roles"] == []
+
+
+async def test_a_write_cancelled_at_any_point_ends_cancelled_and_the_next_is_taken(store: Store) -> None:
+    # Shutdown cancels the feed's pruning and the member writers wherever they are: a cancellation that
+    # lands while COMMIT is running in SQLite's thread once came back as "cannot rollback" and was swallowed.
+    await store.save_link(a_link(7))
+    for ticks in range(80):
+        write = asyncio.create_task(store.apply_member_changes([change(JOINED, ticks)]))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        write.cancel()
+        await asyncio.wait({write})
+        # Cancelled, or done before the cancellation reached it: never failed.
+        assert write.cancelled() or write.exception() is None, (ticks, write.exception())
+        assert store.recent_write_failure() is None, ticks
+    await store.apply_member_changes([change(JOINED, 1000)])
+    assert store.recent_write_failure() is None
