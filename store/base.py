@@ -20,6 +20,8 @@ from store.models import (
     PrunedEvents,
     SyncOutcome,
     SyncState,
+    UserData,
+    UserErasure,
     WebhookBacklog,
     WebhookCursor,
 )
@@ -167,6 +169,15 @@ class Store(Protocol):
 
     async def feed_pruned_up_to(self) -> int:
         """The highest event id pruning ever deleted (every id up to it is gone); 0 if none."""
+
+    async def scrub_departed(self, left_before: datetime) -> int:
+        """Scrub the member data of events before each member.left created before `left_before`; say how many."""
+
+    async def erase_user(self, user_id: int) -> UserErasure:
+        """Delete the user's member rows in every guild, scrub their data from every event, announce user.erased."""
+
+    async def export_user(self, user_id: int, *, event_limit: int) -> UserData:
+        """Everything stored about the user: member rows, links they made, up to `event_limit` events naming them."""
 
     async def webhook_backlog(self) -> WebhookBacklog:
         """The events after the webhook cursor (or after the pruned ones): their number by id, the oldest's time."""

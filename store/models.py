@@ -153,6 +153,8 @@ class EventType(StrEnum):
     MEMBER_JOINED = "member.joined"
     MEMBER_UPDATED = "member.updated"
     MEMBER_LEFT = "member.left"
+    # A user's data was erased on the backend's request: one per guild that held some of it.
+    USER_ERASED = "user.erased"
 
 
 MEMBER_EVENTS = {
@@ -222,6 +224,61 @@ class LinkCounts:
     @property
     def active(self) -> int:
         return self.total - self.states.get(SyncPhase.REMOVED.value, 0)
+
+
+class ScrubReason(StrEnum):
+    """Why an event's personal data was scrubbed: its `data` says so in place of what it held."""
+
+    ERASED = "erased"
+    UNLINKED = "unlinked"
+    LEFT = "left"
+
+
+class EventSubject(NamedTuple):
+    """The user whose data an event holds, and whether it holds more of theirs than the id (to be scrubbed)."""
+
+    user_id: int | None
+    personal: bool
+
+
+_NO_SUBJECT = EventSubject(None, False)
+
+
+def event_subject(kind: EventType, data: dict[str, Any]) -> EventSubject:
+    """Whose data an event of `kind` with `data` holds: the member, or the admin who linked the guild."""
+    if kind is EventType.MEMBER_JOINED or kind is EventType.MEMBER_UPDATED:
+        return EventSubject(int(data["member"]["id"]), True)
+    if kind is EventType.MEMBER_LEFT or kind is EventType.USER_ERASED:
+        return EventSubject(int(data["user_id"]), False)
+    if kind is EventType.GUILD_LINKED:
+        return EventSubject(int(data["linked_by"]["id"]), True)
+    return _NO_SUBJECT
+
+
+# The member events whose data a scrub replaces by a tombstone; guild.linked only loses the admin's username.
+SCRUBBED_MEMBER_EVENTS = (EventType.MEMBER_JOINED.value, EventType.MEMBER_UPDATED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class UserErasure:
+    """What erasing one user removed: member rows, events scrubbed, and the guilds that held either."""
+
+    user_id: int
+    guild_ids: tuple[int, ...]
+    members_deleted: int
+    events_scrubbed: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserData:
+    """Everything stored about one user: their member rows, the links they made, the events naming them."""
+
+    user_id: int
+    members: tuple[tuple[int, Member], ...]
+    links: tuple[Link, ...]
+    events: tuple[Event, ...]
+    # More events than the export's limit name them: the feed holds the rest, by id after the last one.
+    events_truncated: bool
 
 
 def link_event_data(link: Link) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -18,6 +19,7 @@ from store.member_changes import member_writes
 from store.migrations.postgres import MIGRATIONS
 from store.models import (
     MEMBER_EVENTS,
+    SCRUBBED_MEMBER_EVENTS,
     UNFINISHED_PHASES,
     Event,
     EventType,
@@ -29,12 +31,16 @@ from store.models import (
     Member,
     MemberChange,
     PrunedEvents,
+    ScrubReason,
     SyncOutcome,
     SyncPhase,
     SyncState,
+    UserData,
+    UserErasure,
     WebhookBacklog,
     WebhookCursor,
     event_data_json,
+    event_subject,
     link_event_data,
     member_change_data,
     sync_event,
@@ -171,7 +177,15 @@ WITH gone AS (
 )
 UPDATE links SET member_count = member_count - removed.n FROM removed WHERE links.guild_id = removed.guild_id
 """
-_EVENT_COLUMNS = ("type", "guild_id", "data", "created_at")
+_EVENT_COLUMNS = ("type", "guild_id", "data", "created_at", "user_id", "personal")
+# As SQLite's _SCRUB_SET: a member event's data becomes a tombstone, guild.linked loses the admin's username.
+_SCRUB_SET = (
+    "UPDATE events SET personal = false, data = CASE WHEN type = 'guild.linked'"
+    " THEN jsonb_set(data, '{linked_by,username}', 'null'::jsonb)"
+    " ELSE jsonb_build_object('user_id', user_id::text, 'scrubbed', $1::text) END"
+)
+# The departed-data scrub walks this many member.left events to a transaction.
+SCRUB_BATCH = 1000
 
 
 def _rowcount(status: str) -> int:
@@ -280,6 +294,8 @@ class PostgresStore:
 
     async def _migrate(self) -> None:
         for version, script in enumerate(MIGRATIONS, start=1):
+            if script is None:
+                continue
             async with self._transaction() as conn:
                 # Two processes starting at once: the second waits here, then finds the step applied.
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _MIGRATION_LOCK)
@@ -287,8 +303,11 @@ class PostgresStore:
                     "CREATE TABLE IF NOT EXISTS schema_version"
                     " (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
                 )
-                current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-                if version <= current:
+                # Each step not recorded yet, not only those above the highest, as SQLite's migrator: a number
+                # may be kept (None) for a step that comes later.
+                if await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM schema_version WHERE version = $1)", version
+                ):
                     continue
                 await conn.execute(script)
                 await conn.execute(
@@ -472,6 +491,12 @@ class PostgresStore:
             )
             await conn.execute("DELETE FROM members WHERE guild_id = $1", guild_id)
             if link.active:
+                await conn.execute(
+                    f"{_SCRUB_SET} WHERE guild_id = $2 AND personal AND type = ANY($3::text[])",
+                    ScrubReason.UNLINKED.value,
+                    guild_id,
+                    SCRUBBED_MEMBER_EVENTS,
+                )
                 await _write_sync_state(conn, SyncState(guild_id, SyncPhase.REMOVED), previous=link.phase)
                 kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
                 await _add_events(conn, [(kind, guild_id, {})], datetime.now(UTC))
@@ -580,7 +605,108 @@ class PostgresStore:
             after,
             limit,
         )
-        return [Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), row[4]) for row in rows]
+        return [_event(row) for row in rows]
+
+    async def scrub_departed(self, left_before: datetime) -> int:
+        scrubbed = 0
+        while True:
+            async with self._transaction(durable=False) as conn:
+                # The mark's row held until commit: two processes' scrubs take turns instead of walking twice.
+                await conn.execute(
+                    "INSERT INTO feed_scrub (id, departed_up_to) VALUES (1, 0) ON CONFLICT DO NOTHING"
+                )
+                mark = await conn.fetchval("SELECT departed_up_to FROM feed_scrub WHERE id = 1 FOR UPDATE")
+                rows = await conn.fetch(
+                    "SELECT id, guild_id, user_id, created_at < $2 FROM events WHERE type = 'member.left'"
+                    " AND id > $1 ORDER BY id LIMIT $3",
+                    mark,
+                    left_before,
+                    SCRUB_BATCH,
+                )
+                # Up to the first leave still within the window: the walk goes on from there next time.
+                due = list(itertools.takewhile(lambda row: row[3], rows))
+                for left_id, guild_id, user_id, _ in due:
+                    status = await conn.execute(
+                        f"{_SCRUB_SET} WHERE user_id = $2 AND personal AND guild_id = $3 AND id < $4"
+                        " AND type = ANY($5::text[])",
+                        ScrubReason.LEFT.value,
+                        user_id,
+                        guild_id,
+                        left_id,
+                        SCRUBBED_MEMBER_EVENTS,
+                    )
+                    scrubbed += int(status.split()[-1])
+                if due:
+                    await conn.execute("UPDATE feed_scrub SET departed_up_to = $1 WHERE id = 1", due[-1][0])
+            if len(due) < SCRUB_BATCH:
+                return scrubbed
+
+    async def erase_user(self, user_id: int) -> UserErasure:
+        async with self._transaction() as conn:
+            # The links' rows first, in guild order, as every member write takes them (see _lock_link).
+            link_rows = await conn.fetch(
+                "SELECT guild_id FROM links WHERE active AND guild_id IN (SELECT guild_id FROM members"
+                " WHERE user_id = $1 AND guild_id = ANY(ARRAY(SELECT guild_id FROM links WHERE active)))"
+                " ORDER BY guild_id FOR NO KEY UPDATE",
+                user_id,
+            )
+            member_guilds = [
+                row[0]
+                for row in await conn.fetch(
+                    "DELETE FROM members WHERE guild_id = ANY($2::bigint[]) AND user_id = $1 RETURNING guild_id",
+                    user_id,
+                    [row[0] for row in link_rows],
+                )
+            ]
+            for guild_id in member_guilds:
+                await _add_to_member_count(conn, guild_id, -1)
+            event_guilds = [
+                row[0]
+                for row in await conn.fetch(
+                    f"{_SCRUB_SET} WHERE user_id = $2 AND personal RETURNING guild_id",
+                    ScrubReason.ERASED.value,
+                    user_id,
+                )
+            ]
+            link_guilds = [
+                row[0]
+                for row in await conn.fetch(
+                    "UPDATE links SET linked_by_username = '' WHERE linked_by_id = $1 RETURNING guild_id",
+                    user_id,
+                )
+            ]
+            guild_ids = tuple(sorted({*member_guilds, *event_guilds, *link_guilds}))
+            if guild_ids:
+                await _add_events(
+                    conn,
+                    [(EventType.USER_ERASED, guild_id, {"user_id": str(user_id)}) for guild_id in guild_ids],
+                    datetime.now(UTC),
+                )
+        return UserErasure(user_id, guild_ids, len(member_guilds), len(event_guilds))
+
+    async def export_user(self, user_id: int, *, event_limit: int) -> UserData:
+        member_rows = await self._fetch(
+            "SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
+            " WHERE user_id = $1 AND guild_id = ANY(ARRAY(SELECT guild_id FROM links WHERE active))"
+            " ORDER BY guild_id",
+            user_id,
+        )
+        members = _members(row[1:] for row in member_rows)
+        link_rows = await self._fetch(
+            f"SELECT {_LINK_COLUMNS} FROM links WHERE linked_by_id = $1 ORDER BY guild_id", user_id
+        )
+        event_rows = await self._fetch(
+            "SELECT id, type, guild_id, data, created_at FROM events WHERE user_id = $1 ORDER BY id LIMIT $2",
+            user_id,
+            event_limit + 1,
+        )
+        return UserData(
+            user_id,
+            tuple(zip((row[0] for row in member_rows), members, strict=True)),
+            tuple(_link(row) for row in link_rows),
+            tuple(_event(row) for row in event_rows[:event_limit]),
+            events_truncated=len(event_rows) > event_limit,
+        )
 
     async def prune_events(self, before: datetime) -> PrunedEvents:
         async with self._transaction(durable=False) as conn:
@@ -911,6 +1037,11 @@ def _change_row(change: MemberChange) -> tuple[Any, ...]:
     return (change.guild_id, *m[:6], _roles_literal(m.roles), m.joined_at, change.received_at)
 
 
+def _event(row: Sequence[Any]) -> Event:
+    """An Event from a row of id, type, guild_id, data, created_at."""
+    return Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), row[4])
+
+
 def _members(rows: Iterable[Sequence[Any]]) -> list[Member]:
     """Members from rows of (user_id, username, global_name, nick, avatar, bot, roles, joined_at)."""
     return [Member(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7]) for row in rows]
@@ -941,7 +1072,10 @@ async def _add_events(conn: asyncpg.Connection, events: Sequence[AnnouncedEvent]
     # COPY numbers the rows from the id sequence in the order given.
     await conn.copy_records_to_table(
         "events",
-        records=[(kind.value, guild_id, event_data_json(data), at) for kind, guild_id, data in events],
+        records=[
+            (kind.value, guild_id, event_data_json(data), at, *event_subject(kind, data))
+            for kind, guild_id, data in events
+        ],
         columns=_EVENT_COLUMNS,
     )
 

@@ -24,6 +24,7 @@ from store.member_changes import member_writes, user_ids_by_guild
 from store.migrations.sqlite import MIGRATIONS
 from store.models import (
     MEMBER_EVENTS,
+    SCRUBBED_MEMBER_EVENTS,
     UNFINISHED_PHASES,
     Event,
     EventType,
@@ -35,12 +36,16 @@ from store.models import (
     Member,
     MemberChange,
     PrunedEvents,
+    ScrubReason,
     SyncOutcome,
     SyncPhase,
     SyncState,
+    UserData,
+    UserErasure,
     WebhookBacklog,
     WebhookCursor,
     event_data_json,
+    event_subject,
     link_event_data,
     member_change_data,
     sync_event,
@@ -139,7 +144,7 @@ _UPSERT_CHANGES = (
     # the member since take it for gone. ISO times in UTC compare as text.
     " last_seen = max(members.last_seen, excluded.last_seen), changed_at = excluded.changed_at"
 )
-_INSERT_EVENTS = "INSERT INTO events (type, guild_id, data, created_at) VALUES {values}"
+_INSERT_EVENTS = "INSERT INTO events (type, guild_id, data, created_at, user_id, personal) VALUES {values}"
 # A batch of member events is written ROWS_PER_STATEMENT rows to a statement (the rest one by one): a
 # statement per row cost the storm's writer thread a third more, the feed's AUTOINCREMENT counter being
 # updated at the end of every statement. 250 rows of 11 parameters stay far below SQLite's 32,766.
@@ -153,8 +158,18 @@ def _rows_statements(sql: str, columns: int) -> tuple[str, str]:
 
 
 _UPSERT_CHANGE, _UPSERT_CHANGES_MANY = _rows_statements(_UPSERT_CHANGES, 11)
-_INSERT_EVENT, _INSERT_EVENTS_MANY = _rows_statements(_INSERT_EVENTS, 4)
+_INSERT_EVENT, _INSERT_EVENTS_MANY = _rows_statements(_INSERT_EVENTS, 6)
 _MEMBER_EVENT_TYPES = {kind: event.value for kind, event in MEMBER_EVENTS.items()}
+# A scrubbed event keeps its id, type, guild and time; a member event's data becomes a tombstone naming the
+# user and why, and guild.linked only loses the admin's username. ?1: the ScrubReason.
+_SCRUB_SET = (
+    "UPDATE events SET personal = 0, data = CASE WHEN type = 'guild.linked'"
+    " THEN json_set(data, '$.linked_by.username', NULL)"
+    " ELSE json_object('user_id', CAST(user_id AS TEXT), 'scrubbed', ?1) END"
+)
+_MEMBER_TYPES_SQL = "(" + ", ".join(f"'{kind}'" for kind in SCRUBBED_MEMBER_EVENTS) + ")"
+# The departed-data scrub walks this many member.left events to a transaction.
+SCRUB_BATCH = 1000
 
 
 async def _insert_rows(
@@ -172,6 +187,11 @@ async def _insert_rows(
         )
     if whole < len(rows):
         await db.executemany(one, rows[whole:])
+
+
+def _event(row: Sequence[Any]) -> Event:
+    """An Event from a row of id, type, guild_id, data, created_at."""
+    return Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), datetime.fromisoformat(row[4]))
 
 
 def _utc_text(value: datetime) -> str:
@@ -209,8 +229,11 @@ async def _add_events(db: aiosqlite.Connection, events: Sequence[AnnouncedEvent]
     """Announce changes in the feed, in the transaction that makes them."""
     created = _time(at)
     await db.executemany(
-        "INSERT INTO events (type, guild_id, data, created_at) VALUES (?, ?, ?, ?)",
-        [(kind.value, guild_id, event_data_json(data), created) for kind, guild_id, data in events],
+        _INSERT_EVENT,
+        [
+            (kind.value, guild_id, event_data_json(data), created, *event_subject(kind, data))
+            for kind, guild_id, data in events
+        ],
     )
 
 
@@ -528,6 +551,10 @@ class SqliteStore:
             found = cursor.rowcount > 0
             await db.execute("DELETE FROM members WHERE guild_id = ?", (guild_id,))
             if found:
+                await db.execute(
+                    f"{_SCRUB_SET} WHERE guild_id = ?2 AND personal = 1 AND type IN {_MEMBER_TYPES_SQL}",
+                    (ScrubReason.UNLINKED.value, guild_id),
+                )
                 await self._write_sync_state(db, SyncState(guild_id, SyncPhase.REMOVED))
                 kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
                 await _add_events(db, [(kind, guild_id, {})], datetime.now(UTC))
@@ -700,7 +727,15 @@ class SqliteStore:
                 _INSERT_EVENT,
                 _INSERT_EVENTS_MANY,
                 [
-                    (_MEMBER_EVENT_TYPES[c.kind], c.guild_id, event_data_json(member_change_data(c)), created)
+                    # The event's subject (event_subject) read off the change: the storm's hot path.
+                    (
+                        _MEMBER_EVENT_TYPES[c.kind],
+                        c.guild_id,
+                        event_data_json(member_change_data(c)),
+                        created,
+                        c.user_id,
+                        c.member is not None,
+                    )
                     for c in applied
                 ],
             )
@@ -722,10 +757,7 @@ class SqliteStore:
             "SELECT id, type, guild_id, data, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit),
         )
-        return [
-            Event(row[0], EventType(row[1]), row[2], json.loads(row[3]), datetime.fromisoformat(row[4]))
-            for row in rows
-        ]
+        return [_event(row) for row in rows]
 
     async def prune_events(self, before: datetime) -> PrunedEvents:
         async with self._transaction(durable=False) as db:
@@ -761,6 +793,86 @@ class SqliteStore:
             up_to=up_to,
             undelivered={EventType(kind): count for kind, count, _ in undelivered},
             first_undelivered=min((first for _, _, first in undelivered), default=None),
+        )
+
+    async def scrub_departed(self, left_before: datetime) -> int:
+        scrubbed = 0
+        while True:
+            async with self._transaction(durable=False) as db:
+                async with db.execute(
+                    "SELECT id, guild_id, user_id, created_at < ? FROM events WHERE type = 'member.left' AND id >"
+                    " COALESCE((SELECT departed_up_to FROM feed_scrub WHERE id = 1), 0) ORDER BY id LIMIT ?",
+                    (_time(left_before), SCRUB_BATCH),
+                ) as cursor:
+                    rows = list(await cursor.fetchall())
+                # Up to the first leave still within the window: the walk goes on from there next time.
+                due = list(itertools.takewhile(lambda row: row[3], rows))
+                for left_id, guild_id, user_id, _ in due:
+                    cursor = await db.execute(
+                        f"{_SCRUB_SET} WHERE user_id = ?2 AND personal = 1 AND guild_id = ?3 AND id < ?4"
+                        f" AND type IN {_MEMBER_TYPES_SQL}",
+                        (ScrubReason.LEFT.value, user_id, guild_id, left_id),
+                    )
+                    scrubbed += cursor.rowcount
+                    await cursor.close()
+                if due:
+                    await db.execute(
+                        "INSERT INTO feed_scrub (id, departed_up_to) VALUES (1, ?)"
+                        " ON CONFLICT (id) DO UPDATE SET departed_up_to = excluded.departed_up_to",
+                        (due[-1][0],),
+                    )
+            if len(due) < SCRUB_BATCH:
+                return scrubbed
+
+    async def erase_user(self, user_id: int) -> UserErasure:
+        async with self._transaction() as db:
+            # By guild, through the members' primary key: there is no index on user_id alone.
+            async with db.execute(
+                "DELETE FROM members WHERE user_id = ? AND guild_id IN (SELECT guild_id FROM links WHERE active = 1)"
+                " RETURNING guild_id",
+                (user_id,),
+            ) as cursor:
+                member_guilds = [row[0] for row in await cursor.fetchall()]
+            for guild_id in member_guilds:
+                await self._add_to_member_count(db, guild_id, -1)
+            async with db.execute(
+                f"{_SCRUB_SET} WHERE user_id = ?2 AND personal = 1 RETURNING guild_id",
+                (ScrubReason.ERASED.value, user_id),
+            ) as cursor:
+                event_guilds = [row[0] for row in await cursor.fetchall()]
+            async with db.execute(
+                "UPDATE links SET linked_by_username = '' WHERE linked_by_id = ? RETURNING guild_id",
+                (user_id,),
+            ) as cursor:
+                link_guilds = [row[0] for row in await cursor.fetchall()]
+            guild_ids = tuple(sorted({*member_guilds, *event_guilds, *link_guilds}))
+            await _add_events(
+                db,
+                [(EventType.USER_ERASED, guild_id, {"user_id": str(user_id)}) for guild_id in guild_ids],
+                datetime.now(UTC),
+            )
+        return UserErasure(user_id, guild_ids, len(member_guilds), len(event_guilds))
+
+    async def export_user(self, user_id: int, *, event_limit: int) -> UserData:
+        member_rows = await self._fetchall(
+            "SELECT guild_id, user_id, username, global_name, nick, avatar, bot, roles, joined_at FROM members"
+            " WHERE user_id = ? AND guild_id IN (SELECT guild_id FROM links WHERE active = 1) ORDER BY guild_id",
+            (user_id,),
+        )
+        members = self._members(row[1:] for row in member_rows)
+        link_rows = await self._fetchall(
+            f"SELECT {self._LINK_COLUMNS} FROM links WHERE linked_by_id = ? ORDER BY guild_id", (user_id,)
+        )
+        event_rows = await self._fetchall(
+            "SELECT id, type, guild_id, data, created_at FROM events WHERE user_id = ? ORDER BY id LIMIT ?",
+            (user_id, event_limit + 1),
+        )
+        return UserData(
+            user_id,
+            tuple(zip((row[0] for row in member_rows), members, strict=True)),
+            tuple(self._link(row) for row in link_rows),
+            tuple(_event(row) for row in event_rows[:event_limit]),
+            events_truncated=len(event_rows) > event_limit,
         )
 
     async def feed_pruned_up_to(self) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # Snowflakes are BIGINT (signed 64-bit, as Discord promises); times are timestamptz. Each script runs as one
 # simple query, so it may hold several statements.
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str | None, ...] = (
     # 1: links and pending OAuth2 states
     """
     CREATE TABLE links (
@@ -138,5 +138,26 @@ MIGRATIONS: tuple[str, ...] = (
             0
         ) AS up_to
     ) AS drawn WHERE up_to > 0;
+    """,
+    # 9: reserved for the role write-back queue.
+    None,
+    # 10: whose data each event holds (user_id, personal) and the departed-data scrub's mark. As SQLite's step 10.
+    """
+    ALTER TABLE events ADD COLUMN user_id BIGINT;
+    ALTER TABLE events ADD COLUMN personal BOOLEAN NOT NULL DEFAULT false;
+    UPDATE events SET user_id = (data -> 'member' ->> 'id')::bigint, personal = true
+        WHERE type IN ('member.joined', 'member.updated');
+    UPDATE events SET user_id = (data ->> 'user_id')::bigint WHERE type = 'member.left';
+    UPDATE events SET user_id = (data -> 'linked_by' ->> 'id')::bigint, personal = true WHERE type = 'guild.linked';
+    UPDATE events SET data = jsonb_build_object('user_id', user_id::text, 'scrubbed', 'unlinked'), personal = false
+        WHERE personal AND type IN ('member.joined', 'member.updated')
+        AND guild_id NOT IN (SELECT guild_id FROM links WHERE active);
+    CREATE INDEX events_user ON events (user_id) WHERE user_id IS NOT NULL;
+    CREATE INDEX events_personal_guild ON events (guild_id) WHERE personal;
+    CREATE INDEX events_left ON events (id) WHERE type = 'member.left';
+    CREATE TABLE feed_scrub (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        departed_up_to BIGINT NOT NULL
+    );
     """,
 )

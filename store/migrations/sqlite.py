@@ -138,4 +138,28 @@ MIGRATIONS: tuple[str | None, ...] = (
         ) AS up_to
     ) WHERE up_to > 0;
     """,
+    # 9: reserved for the role write-back queue.
+    None,
+    # 10: whose data each event holds, so that erasing a user, unlinking a guild and a member's leave can scrub it.
+    # user_id: the member (member.*) or the admin who linked (guild.linked); personal: the data holds more of
+    # them than the id, until scrubbed. feed_scrub: how far the scrub of departed members' data has walked.
+    """
+    ALTER TABLE events ADD COLUMN user_id INTEGER;
+    ALTER TABLE events ADD COLUMN personal INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET user_id = CAST(json_extract(data, '$.member.id') AS INTEGER), personal = 1
+        WHERE type IN ('member.joined', 'member.updated');
+    UPDATE events SET user_id = CAST(json_extract(data, '$.user_id') AS INTEGER) WHERE type = 'member.left';
+    UPDATE events SET user_id = CAST(json_extract(data, '$.linked_by.id') AS INTEGER), personal = 1
+        WHERE type = 'guild.linked';
+    UPDATE events SET data = json_object('user_id', CAST(user_id AS TEXT), 'scrubbed', 'unlinked'), personal = 0
+        WHERE personal = 1 AND type IN ('member.joined', 'member.updated')
+        AND guild_id NOT IN (SELECT guild_id FROM links WHERE active = 1);
+    CREATE INDEX events_user ON events (user_id) WHERE user_id IS NOT NULL;
+    CREATE INDEX events_personal_guild ON events (guild_id) WHERE personal = 1;
+    CREATE INDEX events_left ON events (id) WHERE type = 'member.left';
+    CREATE TABLE feed_scrub (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        departed_up_to INTEGER NOT NULL
+    );
+    """,
 )
