@@ -90,6 +90,11 @@ SETTINGS_TABLE: tuple[SettingInfo, ...] = (
     SettingInfo("SHARD_IDS", None, "the shards this process runs, e.g. 0,1,2,3", "all of SHARD_COUNT"),
     SettingInfo("EVENT_RETENTION_DAYS", "7", "how long the event feed keeps each event, in days"),
     SettingInfo(
+        "MEMBER_DATA_AFTER_LEAVE_HOURS",
+        "24",
+        "how long the event feed keeps a departed member's names and nick, in hours (0: at the next hourly scrub)",
+    ),
+    SettingInfo(
         "RECONCILE_HOLD_SHARE",
         "0.1",
         "a resync that would remove more than this share of a guild's members (and RECONCILE_HOLD_MIN) is held",
@@ -182,6 +187,7 @@ class Settings:
     shard_ids: tuple[int, ...] | None = None
     # The event feed (GET /api/events, webhooks) keeps each event this long.
     event_retention_days: int = 7
+    member_data_after_leave_hours: int = 24
     # A resync that would remove more than this share of a guild's stored members, and at least this many,
     # applies its joins and changes but holds its removals for confirmation (Discord's list may be short).
     reconcile_hold_share: float = 0.1
@@ -392,6 +398,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     event_retention_days = _int_setting(
         get("EVENT_RETENTION_DAYS"), "EVENT_RETENTION_DAYS", problems, minimum=1, maximum=3650
     )
+    member_data_after_leave_hours = _int_setting(
+        get("MEMBER_DATA_AFTER_LEAVE_HOURS"),
+        "MEMBER_DATA_AFTER_LEAVE_HOURS",
+        problems,
+        minimum=0,
+        maximum=87600,
+    )
     reconcile_hold_share = _share_setting(get("RECONCILE_HOLD_SHARE"), "RECONCILE_HOLD_SHARE", problems)
     reconcile_hold_min = _int_setting(get("RECONCILE_HOLD_MIN"), "RECONCILE_HOLD_MIN", problems, minimum=1)
     webhook_url, webhook_secret, webhook_events = _webhook_settings(
@@ -426,6 +439,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         metrics=metrics,
         trusted_proxies=trusted_proxies,
         event_retention_days=event_retention_days,
+        member_data_after_leave_hours=member_data_after_leave_hours,
         reconcile_hold_share=reconcile_hold_share,
         reconcile_hold_min=reconcile_hold_min,
         webhook_url=webhook_url,

@@ -131,6 +131,12 @@ class Metrics:
         self.events_pruned = Counter(
             "guildlink_feed_pruned_events", "Events deleted from the feed by EVENT_RETENTION_DAYS", registry=r
         )
+        self.events_scrubbed = Counter(
+            "guildlink_feed_scrubbed_events",
+            "Events whose personal data was scrubbed, by reason (left: MEMBER_DATA_AFTER_LEAVE_HOURS; erased)",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -123,19 +123,7 @@ async def list_members(request: web.Request) -> web.Response:
     # An inactive link keeps no members; say so rather than serve what a racing write might have left.
     members = await request.app[STORE].list_members(guild_id, after=after, limit=limit) if link.active else []
     body = {
-        "members": [
-            {
-                "id": str(m.user_id),
-                "username": m.username,
-                "global_name": m.global_name,
-                "nick": m.nick,
-                "avatar": m.avatar,
-                "bot": m.bot,
-                "roles": [str(role) for role in m.roles],
-                "joined_at": m.joined_at,
-            }
-            for m in members
-        ],
+        "members": [m.as_json() for m in members],
         "next_after": str(members[-1].user_id) if len(members) == limit else None,
     }
     return web.json_response(body)

@@ -12,9 +12,10 @@ from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSo
 from metrics import Metrics
 from store import Store
 from supervision import Supervisor
-from web import api, health, link_flow, metrics_page
+from web import api, health, link_flow, metrics_page, user_data
 from web.admin.app import mount_console
 from web.api import api_auth_middleware
+from web.departed_scrub import departed_scrub
 from web.feed_pruning import feed_pruning
 from web.keys import (
     BOT_STATUS,
@@ -74,6 +75,7 @@ def create_app(
     app[PROGRESS] = ProgressTokens(settings.client_secret)
     app.cleanup_ctx.append(_oauth_client)
     app.cleanup_ctx.append(feed_pruning)
+    app.cleanup_ctx.append(departed_scrub)
     if settings.webhook_url:
         app.cleanup_ctx.append(
             webhook_delivery(settings, store, app[METRICS], webhook_policy or DeliveryPolicy())
@@ -84,6 +86,7 @@ def create_app(
     app.add_routes(health.routes)
     app.add_routes(metrics_page.routes)
     app.add_routes(api.routes)
+    app.add_routes(user_data.routes)
     app.router.add_get("/static/{name}", static_file)
     mount_console(app, settings)
     return app

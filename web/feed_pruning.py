@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from metrics import Metrics
-from store import PrunedEvents, Store, StoreUnavailableError
+from store import PrunedEvents, Store
 from web.feed import EventTypes
 from web.keys import METRICS, SETTINGS, STORE, SUPERVISOR
+from web.periodic import run_every
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +51,6 @@ async def prune_old_events(
     return pruned
 
 
-async def _prune_forever(
-    store: Store, retention: timedelta, metrics: Metrics, webhook_types: EventTypes | None
-) -> None:
-    while True:
-        try:
-            await prune_old_events(store, retention, metrics, webhook_types)
-        except StoreUnavailableError as exc:
-            log.warning("feed.prune_failed reason=%s", exc.reason)
-            await asyncio.sleep(RETRY_INTERVAL)
-            continue
-        await asyncio.sleep(PRUNE_INTERVAL)
-
-
 async def feed_pruning(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the pruning task, from start-up until the app stops."""
     settings = app[SETTINGS]
@@ -70,7 +58,14 @@ async def feed_pruning(app: web.Application) -> AsyncIterator[None]:
     webhook_types = EventTypes.matching(settings.webhook_events) if settings.webhook_url else None
     store, metrics = app[STORE], app[METRICS]
     task = app[SUPERVISOR].spawn(
-        "feed-pruning", lambda: _prune_forever(store, retention, metrics, webhook_types)
+        "feed-pruning",
+        lambda: run_every(
+            PRUNE_INTERVAL,
+            lambda: prune_old_events(store, retention, metrics, webhook_types),
+            retry=RETRY_INTERVAL,
+            log=log,
+            failed="feed.prune_failed",
+        ),
     )
     yield
     task.cancel()
