@@ -6,7 +6,6 @@ the events before each of them (a tombstone stays, so that readers' cursors keep
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,8 +14,8 @@ from aiohttp import web
 
 from metrics import Metrics
 from store import ScrubReason, Store
-from web.keys import METRICS, SETTINGS, STORE, SUPERVISOR
-from web.periodic import run_every
+from web.keys import METRICS, SETTINGS, STORE
+from web.periodic import running_every
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +37,13 @@ async def departed_scrub(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the scrubbing task, at start-up and every hour until the app stops."""
     window = timedelta(hours=app[SETTINGS].member_data_after_leave_hours)
     store, metrics = app[STORE], app[METRICS]
-    task = app[SUPERVISOR].spawn(
+    async with running_every(
+        app,
         "departed-scrub",
-        lambda: run_every(
-            SCRUB_INTERVAL,
-            lambda: scrub_departed(store, window, metrics),
-            retry=RETRY_INTERVAL,
-            log=log,
-            failed="feed.departed_scrub_failed",
-        ),
-    )
-    yield
-    task.cancel()
-    await asyncio.wait({task})
+        SCRUB_INTERVAL,
+        lambda: scrub_departed(store, window, metrics),
+        retry=RETRY_INTERVAL,
+        log=log,
+        failed="feed.departed_scrub_failed",
+    ):
+        yield

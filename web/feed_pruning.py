@@ -5,7 +5,6 @@ What pruning deletes before the webhooks delivered it is lost to them for good: 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,8 +14,8 @@ from aiohttp import web
 from metrics import Metrics
 from store import PrunedEvents, Store
 from web.feed import EventTypes
-from web.keys import METRICS, SETTINGS, STORE, SUPERVISOR
-from web.periodic import run_every
+from web.keys import METRICS, SETTINGS, STORE
+from web.periodic import running_every
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +56,13 @@ async def feed_pruning(app: web.Application) -> AsyncIterator[None]:
     retention = timedelta(days=settings.event_retention_days)
     webhook_types = EventTypes.matching(settings.webhook_events) if settings.webhook_url else None
     store, metrics = app[STORE], app[METRICS]
-    task = app[SUPERVISOR].spawn(
+    async with running_every(
+        app,
         "feed-pruning",
-        lambda: run_every(
-            PRUNE_INTERVAL,
-            lambda: prune_old_events(store, retention, metrics, webhook_types),
-            retry=RETRY_INTERVAL,
-            log=log,
-            failed="feed.prune_failed",
-        ),
-    )
-    yield
-    task.cancel()
-    await asyncio.wait({task})
+        PRUNE_INTERVAL,
+        lambda: prune_old_events(store, retention, metrics, webhook_types),
+        retry=RETRY_INTERVAL,
+        log=log,
+        failed="feed.prune_failed",
+    ):
+        yield
