@@ -10,9 +10,16 @@ from typing import Any, NamedTuple
 import orjson
 
 
+class LinkSource(StrEnum):
+    """Who told us of a link: our OAuth2 callback, or only Discord's APPLICATION_AUTHORIZED webhook event."""
+
+    CALLBACK = "callback"
+    DISCORD_WEBHOOK = "discord_webhook"
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
-    """A guild our bot was added to through our consent flow; keyed by guild id."""
+    """A guild our bot was added to (through our consent flow, or as Discord's webhook event said); keyed by guild id."""
 
     guild_id: int
     guild_name: str
@@ -25,6 +32,7 @@ class Link:
     active: bool = True
     # Kept by every write of members, so that listing guilds never counts rows.
     member_count: int = 0
+    source: LinkSource = LinkSource.CALLBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +161,10 @@ class EventType(StrEnum):
     MEMBER_JOINED = "member.joined"
     MEMBER_UPDATED = "member.updated"
     MEMBER_LEFT = "member.left"
+    # Discord's webhook events: a server install no callback stored, refused (LINK_WITHOUT_CALLBACK=refuse);
+    # a user removed the app (its guild_id is 0: no guild).
+    GUILD_INSTALL_REFUSED = "guild.install_refused"
+    APP_DEAUTHORIZED = "app.deauthorized"
 
 
 MEMBER_EVENTS = {
@@ -229,6 +241,7 @@ def link_event_data(link: Link) -> dict[str, Any]:
         "name": link.guild_name,
         "ref": link.ref,
         "linked_by": {"id": str(link.linked_by_id), "username": link.linked_by_username},
+        "source": link.source.value,
     }
 
 

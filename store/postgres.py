@@ -26,6 +26,7 @@ from store.models import (
     Link,
     LinkCounts,
     LinkedGuild,
+    LinkSource,
     Member,
     MemberChange,
     PrunedEvents,
@@ -81,7 +82,7 @@ WEBHOOK_LOCK_CHECK = 5.0
 
 _LINK_COLUMNS = (
     "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
-    " active, links.member_count"
+    " active, links.member_count, links.source"
 )
 _SYNC_COLUMNS = (
     "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until,"
@@ -280,6 +281,8 @@ class PostgresStore:
 
     async def _migrate(self) -> None:
         for version, script in enumerate(MIGRATIONS, start=1):
+            if script is None:
+                continue
             async with self._transaction() as conn:
                 # Two processes starting at once: the second waits here, then finds the step applied.
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _MIGRATION_LOCK)
@@ -287,8 +290,9 @@ class PostgresStore:
                     "CREATE TABLE IF NOT EXISTS schema_version"
                     " (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
                 )
-                current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-                if version <= current:
+                # Each step not recorded yet, not only those above the highest: a number may be kept for a
+                # step that comes later (None in MIGRATIONS), as SQLite's migrator does.
+                if await conn.fetchval("SELECT 1 FROM schema_version WHERE version = $1", version):
                     continue
                 await conn.execute(script)
                 await conn.execute(
@@ -401,11 +405,11 @@ class PostgresStore:
             # concurrent first link of the same guild for another ref is refused too. No row back: refused.
             row = await conn.fetchrow(
                 "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
-                " linked_at, ref, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE)"
+                " linked_at, ref, active, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9)"
                 " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
                 " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
                 " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
-                " ref = COALESCE(excluded.ref, links.ref), active = TRUE"
+                " ref = COALESCE(excluded.ref, links.ref), active = TRUE, source = excluded.source"
                 " WHERE NOT links.active OR excluded.ref IS NULL OR links.ref IS NULL OR links.ref = excluded.ref"
                 f" RETURNING {_LINK_COLUMNS}",
                 link.guild_id,
@@ -416,6 +420,7 @@ class PostgresStore:
                 link.permissions,
                 link.linked_at,
                 link.ref,
+                link.source.value,
             )
             if row is None:
                 raise RefConflictError(link.guild_id)
@@ -476,6 +481,10 @@ class PostgresStore:
                 kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
                 await _add_events(conn, [(kind, guild_id, {})], datetime.now(UTC))
         return True
+
+    async def announce(self, kind: EventType, guild_id: int, data: dict[str, Any]) -> None:
+        async with self._transaction() as conn:
+            await _add_events(conn, [(kind, guild_id, data)], datetime.now(UTC))
 
     # Members
 
@@ -972,7 +981,7 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previo
 
 def _linked_guilds(rows: Iterable[Sequence[Any]]) -> list[LinkedGuild]:
     """Rows of _LINK_COLUMNS then _SYNC_COLUMNS (NULL without a sync state)."""
-    width = 10
+    width = 11
     return [
         LinkedGuild(_link(row[:width]), _sync_state(row[0], row[width:]) if row[width] is not None else None)
         for row in rows
@@ -991,6 +1000,7 @@ def _link(row: Sequence[Any]) -> Link:
         ref=row[7],
         active=row[8],
         member_count=row[9],
+        source=LinkSource(row[10]),
     )
 
 

@@ -32,6 +32,7 @@ from store.models import (
     Link,
     LinkCounts,
     LinkedGuild,
+    LinkSource,
     Member,
     MemberChange,
     PrunedEvents,
@@ -405,7 +406,7 @@ class SqliteStore:
 
     _LINK_COLUMNS = (
         "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
-        " active, links.member_count"
+        " active, links.member_count, links.source"
     )
 
     async def save_link(self, link: Link, *, invite_hash: bytes | None = None) -> Link:
@@ -432,11 +433,12 @@ class SqliteStore:
                 raise RefConflictError(link.guild_id)
             async with db.execute(
                 "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
-                " linked_at, ref, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+                " linked_at, ref, active, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
                 " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
                 " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
                 " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
-                f" ref = COALESCE(excluded.ref, links.ref), active = 1 RETURNING {self._LINK_COLUMNS}",
+                " ref = COALESCE(excluded.ref, links.ref), active = 1, source = excluded.source"
+                f" RETURNING {self._LINK_COLUMNS}",
                 (
                     link.guild_id,
                     link.guild_name,
@@ -446,6 +448,7 @@ class SqliteStore:
                     link.permissions,
                     _time(link.linked_at),
                     link.ref,
+                    link.source.value,
                 ),
             ) as cursor:
                 row = await cursor.fetchone()
@@ -479,6 +482,7 @@ class SqliteStore:
             ref=row[7],
             active=bool(row[8]),
             member_count=row[9],
+            source=LinkSource(row[10]),
         )
 
     async def get_link(self, guild_id: int) -> Link | None:
@@ -511,7 +515,7 @@ class SqliteStore:
     @classmethod
     def _linked_guilds(cls, rows: Iterable[Sequence[Any]]) -> list[LinkedGuild]:
         """Rows of _LINK_COLUMNS then _SYNC_COLUMNS (NULL without a sync state)."""
-        width = 10
+        width = 11
         return [
             LinkedGuild(
                 cls._link(row[:width]),
@@ -535,6 +539,10 @@ class SqliteStore:
                 cursor = await db.execute("SELECT 1 FROM links WHERE guild_id = ?", (guild_id,))
                 found = await cursor.fetchone() is not None
         return found
+
+    async def announce(self, kind: EventType, guild_id: int, data: dict[str, Any]) -> None:
+        async with self._transaction() as db:
+            await _add_events(db, [(kind, guild_id, data)], datetime.now(UTC))
 
     # Members
 

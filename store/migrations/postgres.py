@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # Snowflakes are BIGINT (signed 64-bit, as Discord promises); times are timestamptz. Each script runs as one
 # simple query, so it may hold several statements.
-MIGRATIONS: tuple[str, ...] = (
+# None marks a number kept for a step that is not here yet.
+MIGRATIONS: tuple[str | None, ...] = (
     # 1: links and pending OAuth2 states
     """
     CREATE TABLE links (
@@ -138,5 +139,12 @@ MIGRATIONS: tuple[str, ...] = (
             0
         ) AS up_to
     ) AS drawn WHERE up_to > 0;
+    """,
+    # 9, 10: kept for steps not on this branch.
+    None,
+    None,
+    # 11: who told us of a link. As SQLite's step 11.
+    """
+    ALTER TABLE links ADD COLUMN source TEXT NOT NULL DEFAULT 'callback';
     """,
 )

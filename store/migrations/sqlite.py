@@ -138,4 +138,11 @@ MIGRATIONS: tuple[str | None, ...] = (
         ) AS up_to
     ) WHERE up_to > 0;
     """,
+    # 9, 10: kept for steps not on this branch.
+    None,
+    None,
+    # 11: who told us of a link: our callback, or only Discord's APPLICATION_AUTHORIZED webhook event.
+    """
+    ALTER TABLE links ADD COLUMN source TEXT NOT NULL DEFAULT 'callback';
+    """,
 )
