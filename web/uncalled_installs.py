@@ -50,6 +50,11 @@ class UncalledInstalls:
         # One wait per guild: Discord may announce one install twice (a retried delivery).
         self._waiting: dict[int, asyncio.Task[None]] = {}
 
+    @property
+    def waiting(self) -> int:
+        """Installs whose grace is not over yet (or whose decision is under way)."""
+        return len(self._waiting)
+
     def announced(self, install: AnnouncedInstall) -> None:
         """Start the install's grace; never waits (Discord wants its answer quickly)."""
         if install.guild_id in self._waiting:
