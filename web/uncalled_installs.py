@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 # Installs waiting for their grace at once; beyond it the oldest wait goes on and the new one is decided at
 # once. Only Discord's signed events add to it, so the bound is against a flood of real installs.
 MAX_WAITING = 10_000
+# How long a guild the callback abandoned (the bot left it) stays remembered here, past the grace: Discord's
+# event may come before or after the callback.
+ABANDONED_MEMORY = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class UncalledInstalls:
         self._refuse = settings.link_without_callback == "refuse"
         # One wait per guild: Discord may announce one install twice (a retried delivery).
         self._waiting: dict[int, asyncio.Task[None]] = {}
+        # Guilds our callback saw and left (no link stored), by when: not this module's to record.
+        self._abandoned: dict[int, float] = {}
 
     @property
     def waiting(self) -> int:
@@ -66,12 +72,26 @@ class UncalledInstalls:
         self._waiting[install.guild_id] = task
         task.add_done_callback(lambda _: self._waiting.pop(install.guild_id, None))
 
+    def callback_abandoned(self, guild_id: int) -> None:
+        """The callback saw this install and stored nothing (the bot left): its event must not link it after.
+
+        Kept in this process only: in a fleet, another process that takes Discord's event does not know.
+        """
+        now = time.monotonic()
+        self._abandoned = {g: at for g, at in self._abandoned.items() if now - at < ABANDONED_MEMORY}
+        if len(self._abandoned) < MAX_WAITING:
+            self._abandoned[guild_id] = now
+
     async def _decide_after(self, install: AnnouncedInstall, grace: float) -> None:
         await asyncio.sleep(grace)
         await self.decide(install)
 
     async def decide(self, install: AnnouncedInstall) -> None:
         """The grace is over: nothing to do if the guild is actively linked, else record or refuse it."""
+        abandoned_at = self._abandoned.get(install.guild_id)
+        if abandoned_at is not None and time.monotonic() - abandoned_at < ABANDONED_MEMORY:
+            log.info("discord_events.install_abandoned_by_callback guild=%d", install.guild_id)
+            return
         existing = await self._store.get_link(install.guild_id)
         if existing is not None and existing.active:
             log.info(

@@ -120,3 +120,20 @@ async def _events_of(w: World, kind: EventType) -> list:
 
 async def _has_record(caplog: pytest.LogCaptureFixture, message: str) -> bool:
     return any(record.getMessage().startswith(message) for record in caplog.records)
+
+
+async def test_an_install_the_callback_refused_and_left_is_not_recorded_from_the_event(
+    make_sandbox, tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="web.uncalled_installs")
+    sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=2, members=3))
+    chosen, shown = (g.id for g in sandbox.managed_guilds()[:2])
+    async with events_world(sandbox, tmp_path, database_url) as w:
+        # The redirect names another guild than the one authorized: the callback refuses, and the bot leaves.
+        sandbox.tamper_redirect_guild_id(shown)
+        status, _ = await w.browser.link_guild(chosen)
+        assert status == 400
+        await eventually(lambda: _has_record(caplog, "discord_events.install_abandoned_by_callback"))
+        assert await w.running.store.get_link(chosen) is None
+        assert chosen not in sandbox.bot_guild_ids()
+        assert await _events_of(w, EventType.GUILD_LINKED) == []
