@@ -16,6 +16,7 @@ from sandbox import Sandbox, SandboxOptions
 from sandbox.app_events import Delivery
 from store import EventType, LinkSource
 from tests.harness import World, eventually, is_synced, world
+from tests.web.test_admin_console import get, sign_in
 
 GRACE = "0.3"
 
@@ -70,6 +71,8 @@ async def test_an_install_through_the_consent_flow_is_recorded_once(
         await w.link_and_sync(guild.id)
         assert [d.status for d in delivered(sandbox, "APPLICATION_AUTHORIZED")] == [204]
         await eventually(lambda: _has_record(caplog, "discord_events.install_linked"))
+        await sign_in(w.browser)
+        assert "installed without our callback" not in (await get(w.browser, "/admin/"))[1]
         events = await w.running.store.list_events(limit=1000)
         linked = [e for e in events if e.type is EventType.GUILD_LINKED]
         assert [e.data["source"] for e in linked] == ["callback"]
@@ -90,6 +93,11 @@ async def test_an_add_app_install_is_recorded_after_the_grace_and_synced(
         assert link.linked_by_id == sandbox.user_id
         members = await w.running.store.list_members(guild.id)
         assert {m.user_id for m in members} == {int(m["user"]["id"]) for m in sandbox.members(guild.id)}
+        # The console says it came without our callback, on the list and on the server's page.
+        await sign_in(w.browser)
+        for path in ("/admin/", f"/admin/guilds/{guild.id}"):
+            status, page, _ = await get(w.browser, path)
+            assert status == 200 and "installed without our callback" in page, path
 
 
 async def test_with_refuse_an_add_app_install_makes_the_bot_leave(
