@@ -35,6 +35,10 @@ MAX_READ_PAUSE_MAX = 45.0
 
 
 LOG_FORMATS = ("text", "json")
+# What an APPLICATION_AUTHORIZED server install that no callback stored becomes (LINK_WITHOUT_CALLBACK).
+LINK_WITHOUT_CALLBACK_CHOICES = ("record", "refuse")
+DEFAULT_LINK_CALLBACK_GRACE = 60.0
+MAX_LINK_CALLBACK_GRACE = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,21 @@ SETTINGS_TABLE: tuple[SettingInfo, ...] = (
         "READ_PAUSE_MAX",
         f"{DEFAULT_READ_PAUSE_MAX:g}",
         f"seconds a pause may last (at most {MAX_READ_PAUSE_MAX:g}); then buffered members are dropped, read again later",
+    ),
+    SettingInfo(
+        "DISCORD_PUBLIC_KEY",
+        None,
+        "the application's public key (General > Public Key, hex): turns on POST /discord/webhook-events",
+    ),
+    SettingInfo(
+        "LINK_WITHOUT_CALLBACK",
+        "record",
+        "a server install Discord announced but no callback stored: record (link it) or refuse (leave)",
+    ),
+    SettingInfo(
+        "LINK_CALLBACK_GRACE_SECONDS",
+        f"{DEFAULT_LINK_CALLBACK_GRACE:g}",
+        "seconds the callback has to store an announced install before LINK_WITHOUT_CALLBACK applies",
     ),
 )
 SETTING_DEFAULTS = {info.name: info.default for info in SETTINGS_TABLE}
@@ -206,6 +225,13 @@ class Settings:
     # The longest pause: then the buffered members are dropped and their guilds read again later, before
     # discord.py's heartbeat timeout (60 s without reading) would drop the session.
     read_pause_max: float = DEFAULT_READ_PAUSE_MAX
+    # Discord's webhook events (POST /discord/webhook-events): the application's Ed25519 public key, 32 bytes;
+    # None: the route is not served. Not a secret, but only Discord's signatures may pass it.
+    discord_public_key: bytes | None = None
+    # A server install announced by APPLICATION_AUTHORIZED that no callback stored within the grace:
+    # "record" stores the link (ref unknown), "refuse" makes the bot leave.
+    link_without_callback: str = "record"
+    link_callback_grace: float = DEFAULT_LINK_CALLBACK_GRACE
 
     @property
     def api_base_url(self) -> str:
@@ -411,6 +437,18 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         get("WEBHOOK_URL"), get("WEBHOOK_SECRET"), get("WEBHOOK_EVENTS") or "*", problems
     )
 
+    discord_public_key = _public_key_setting(get("DISCORD_PUBLIC_KEY"), problems)
+    link_without_callback_raw = get("LINK_WITHOUT_CALLBACK") or "record"
+    link_without_callback = link_without_callback_raw.lower()
+    if link_without_callback not in LINK_WITHOUT_CALLBACK_CHOICES:
+        problems.append(f"LINK_WITHOUT_CALLBACK must be record or refuse, not {link_without_callback_raw!r}.")
+    link_callback_grace = _float_setting(
+        get("LINK_CALLBACK_GRACE_SECONDS"),
+        "LINK_CALLBACK_GRACE_SECONDS",
+        problems,
+        maximum=MAX_LINK_CALLBACK_GRACE,
+    )
+
     if problems:
         raise SettingsError(problems)
     return Settings(
@@ -445,7 +483,26 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         webhook_url=webhook_url,
         webhook_secret=Secret(webhook_secret) if webhook_secret else None,
         webhook_events=webhook_events,
+        discord_public_key=discord_public_key,
+        link_without_callback=link_without_callback,
+        link_callback_grace=link_callback_grace,
     )
+
+
+def _public_key_setting(raw: str | None, problems: list[str]) -> bytes | None:
+    """DISCORD_PUBLIC_KEY: 64 hex digits (Ed25519's 32 bytes), as the Developer Portal shows it."""
+    if raw is None:
+        return None
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        problems.append(
+            "DISCORD_PUBLIC_KEY must be the 64 hex digits of the Developer Portal's General > Public Key."
+        )
+        return None
+    return key
 
 
 def _webhook_settings(

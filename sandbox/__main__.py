@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between whole-member-list requests for one guild, else RATE_LIMITED (Discord: 30)",
     )
     parser.add_argument(
+        "--webhook-events-url",
+        default=None,
+        help="where the application's signed webhook events go (set unchecked; the control checks it)",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         default="WARNING",
@@ -135,6 +140,7 @@ def options_from(args: argparse.Namespace) -> SandboxOptions:
         identify_interval=args.identify_interval,
         max_concurrency=args.max_concurrency,
         member_list_cooldown=args.member_list_cooldown,
+        webhook_events_url=args.webhook_events_url,
     )
     if args.redirect_uris:
         options.redirect_uris = list(args.redirect_uris)
@@ -156,6 +162,7 @@ async def serve(args: argparse.Namespace) -> None:
             "client_id": str(sandbox.client_id),
             "client_secret": sandbox.client_secret,
             "bot_token": sandbox.bot_token,
+            "verify_key": sandbox.verify_key,
             "redirect_uris": options.redirect_uris,
             "guilds": [{"id": str(g.id), "name": g.name, "member_count": g.member_count} for g in guilds],
         }

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from . import oauth, payloads, saved_world
+from .app_events import AppEvents, signing_key
 from .control import ControlHandlers
 from .errors import SandboxError
 from .gateway import Gateway, GatewayCommand
@@ -58,6 +59,9 @@ class SandboxOptions:
     # Where the world is kept across restarts (the bot's guilds, members added, changed or removed);
     # None: a fresh world every start.
     world_file: Path | None = None
+    # Where the application's webhook events go (Developer Portal > Webhooks); None: nowhere. Set at run time
+    # with set_webhook_events_url, which checks the URL as the portal does.
+    webhook_events_url: str | None = None
 
 
 @dataclass
@@ -124,6 +128,8 @@ class Sandbox:
         self.gateway_commands: list[GatewayCommand] = []
         self.oauth_state = OAuthState()
         self.gateway = Gateway(self.world, opts, self.bot_token, self._record_command)
+        self.app_events = AppEvents(signing_key(opts.seed), self.client_id, opts.webhook_events_url)
+        self.verify_key = self.world.verify_key
         self._faults: list[Fault] = []
         self._tampered_guild: int | None = None
         self._waiters: list[
@@ -175,6 +181,7 @@ class Sandbox:
     async def stop(self) -> None:
         """Close gateway sockets and the server."""
         await self.gateway.close()
+        await self.app_events.close()
         for _, _, fut in self._waiters:
             fut.cancel()
         self._waiters.clear()
@@ -407,6 +414,34 @@ class Sandbox:
         self._save_world()
         if not guild.unavailable:
             self.gateway.guild_create(guild_id, join=True)
+
+    def app_installed(self, guild_id: int, *, scopes: list[str], permissions: int = 0) -> None:
+        """A user installed the app to the guild: the bot joins, and APPLICATION_AUTHORIZED is sent."""
+        self.add_bot(guild_id, permissions=permissions)
+        data = {
+            "integration_type": 0,
+            "scopes": list(scopes),
+            "user": payloads.user(self.world.admin),
+            "guild": payloads.guild(self._guild(guild_id)),
+        }
+        self.app_events.send("APPLICATION_AUTHORIZED", data)
+
+    def add_app(self, guild_id: int) -> None:
+        """Discord's own "Add App" button: the bot joins with no redirect to any callback of ours."""
+        if guild_id not in {g.id for g in self.world.managed_guilds()}:
+            raise SandboxError(f"the signed-in user cannot manage guild {guild_id}")
+        self.app_installed(guild_id, scopes=["applications.commands", "bot"])
+
+    def deauthorize(self) -> None:
+        """The signed-in user removed the app from their authorized apps: APPLICATION_DEAUTHORIZED."""
+        self.app_events.send("APPLICATION_DEAUTHORIZED", {"user": payloads.user(self.world.admin)})
+
+    async def set_webhook_events_url(self, url: str | None) -> str | None:
+        """Set the webhook events URL after the portal's check (a PING, a bad signature); None, or why not."""
+        if url is None:
+            self.app_events.url = None
+            return None
+        return await self.app_events.check_url(url)
 
     def kick_bot(self, guild_id: int) -> None:
         """The bot is removed: GUILD_DELETE without `unavailable`."""

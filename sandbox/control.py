@@ -45,6 +45,8 @@ class ControlHandlers:
             web.delete("/_sandbox/guilds/{guild_id}/members/{user_id}", self.remove_member),
             web.post("/_sandbox/guilds/{guild_id}/storm", self.storm),
             web.put("/_sandbox/guilds/{guild_id}/bot", self.add_bot),
+            web.post("/_sandbox/guilds/{guild_id}/add-app", self.add_app),
+            web.post("/_sandbox/deauthorize", self.deauthorize),
             web.delete("/_sandbox/guilds/{guild_id}/bot", self.kick_bot),
             web.post("/_sandbox/guilds/{guild_id}/unavailable", self.unavailable),
             web.post("/_sandbox/guilds/{guild_id}/tamper-redirect", self.tamper),
@@ -76,6 +78,8 @@ class ControlHandlers:
             {
                 "base_url": sb.base_url,
                 "client_id": str(sb.client_id),
+                "verify_key": sb.verify_key,
+                "webhook_events_url": sb.app_events.url,
                 "user_id": str(sb.user_id),
                 "guilds": [
                     {"id": str(g.id), "name": g.name, "member_count": g.member_count}
@@ -106,7 +110,8 @@ class ControlHandlers:
         return json_response({"location": location})
 
     async def settings(self, request: web.Request) -> web.Response:
-        """Change run-time settings (requires_code_grant, members_intent_enabled, member_list_cooldown)."""
+        """Change run-time settings (requires_code_grant, members_intent_enabled, member_list_cooldown,
+        webhook_events_url: checked as the portal does, 400 if it fails)."""
         body = await self._body(request)
         opts = self.sandbox.options
         for key in ("requires_code_grant", "members_intent_enabled"):
@@ -114,6 +119,13 @@ class ControlHandlers:
                 setattr(opts, key, bool(body[key]))
         if "member_list_cooldown" in body:
             opts.member_list_cooldown = float(body["member_list_cooldown"])
+        if "webhook_events_url" in body:
+            url = body["webhook_events_url"]
+            if url is not None and not isinstance(url, str):
+                return _error("webhook_events_url must be a URL or null")
+            problem = await self.sandbox.set_webhook_events_url(url)
+            if problem is not None:
+                return _error(f"webhook_events_url refused: {problem}")
         return await self.state(request)
 
     async def members(self, request: web.Request) -> web.Response:
@@ -198,6 +210,20 @@ class ControlHandlers:
             self.sandbox.add_bot(guild_id)
         except SandboxError as exc:
             return _error(str(exc), 404)
+        return json_response({})
+
+    async def add_app(self, request: web.Request) -> web.Response:
+        """Discord's "Add App" button: the bot joins, APPLICATION_AUTHORIZED is sent, no callback is called."""
+        guild_id, _ = self._ids(request)
+        try:
+            self.sandbox.add_app(guild_id)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({})
+
+    async def deauthorize(self, request: web.Request) -> web.Response:
+        """The signed-in user removes the app: APPLICATION_DEAUTHORIZED is sent."""
+        self.sandbox.deauthorize()
         return json_response({})
 
     async def kick_bot(self, request: web.Request) -> web.Response:

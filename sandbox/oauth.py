@@ -199,7 +199,7 @@ def authorize(sandbox: Sandbox, query: Mapping[str, str], guild_id: int | None, 
             raise SandboxError("You do not have Manage Server permission in that server")
         if not sandbox.options.requires_code_grant:
             # Discord adds the bot on the click, so its GUILD_CREATE precedes the browser's redirect.
-            sandbox.add_bot(chosen, permissions=req.permissions)
+            sandbox.app_installed(chosen, scopes=req.scopes, permissions=req.permissions)
     if req.redirect_uri is None:
         return f"{sandbox.base_url}/oauth2/authorized"
     code = secrets.token_urlsafe(22)
@@ -396,7 +396,7 @@ class OAuthHandlers:
             return _oauth_error("invalid_grant", 'Invalid "redirect_uri" in request.')
         if "bot" in code.scopes and code.guild_id is not None:
             # With "Requires OAuth2 Code Grant" the bot joins now, before the token response.
-            self.sandbox.add_bot(code.guild_id, permissions=code.permissions)
+            self.sandbox.app_installed(code.guild_id, scopes=code.scopes, permissions=code.permissions)
         grant = self._issue(code.scopes, code.guild_id)
         log.info("oauth.exchanged guild=%s", code.guild_id)
         return _json(self._token_body(grant, guild="bot" in code.scopes))

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from .app_events import public_key_hex, signing_key
+
 log = logging.getLogger(__name__)
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -281,7 +283,8 @@ class World:
         self.application_name = app_name
         self.application_id = snowflake(WORLD_ORIGIN_MS - 300 * 86_400_000 + rng.randrange(86_400_000))
         self.client_secret = hashlib.sha256(f"secret:{seed}".encode()).hexdigest()[:32]
-        self.verify_key = hashlib.sha256(f"verify:{seed}".encode()).hexdigest()
+        # The public half of the key that signs the application's webhook events.
+        self.verify_key = public_key_hex(signing_key(seed))
         admin_id = snowflake(WORLD_ORIGIN_MS - 900 * 86_400_000 + rng.randrange(86_400_000))
         self.admin = User(id=admin_id, username="sandbox_admin", global_name="Sandbox Admin ✨")
         self.bot_user = User(

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from store.models import (
     Event,
+    EventType,
     HoldRule,
     Invite,
     Link,
@@ -83,6 +84,9 @@ class Store(Protocol):
 
         Announces guild.unlinked (or guild.removed when the bot was removed from the guild) once.
         """
+
+    async def announce(self, kind: EventType, guild_id: int, data: dict[str, Any]) -> None:
+        """Write one event that goes with no other change (what Discord's webhook events tell); guild_id 0: none."""
 
     # Members: written only while the guild's link is active.
     async def upsert_members(

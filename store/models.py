@@ -10,9 +10,16 @@ from typing import Any, NamedTuple
 import orjson
 
 
+class LinkSource(StrEnum):
+    """Who told us of a link: our OAuth2 callback, or only Discord's APPLICATION_AUTHORIZED webhook event."""
+
+    CALLBACK = "callback"
+    DISCORD_WEBHOOK = "discord_webhook"
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
-    """A guild our bot was added to through our consent flow; keyed by guild id."""
+    """A guild our bot was added to (through our consent flow, or as Discord's webhook event said); keyed by guild id."""
 
     guild_id: int
     guild_name: str
@@ -25,6 +32,7 @@ class Link:
     active: bool = True
     # Kept by every write of members, so that listing guilds never counts rows.
     member_count: int = 0
+    source: LinkSource = LinkSource.CALLBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +163,10 @@ class EventType(StrEnum):
     MEMBER_LEFT = "member.left"
     # A user's data was erased on the backend's request: one per guild that held some of it.
     USER_ERASED = "user.erased"
+    # Discord's webhook events: a server install no callback stored, refused (LINK_WITHOUT_CALLBACK=refuse);
+    # a user removed the app (its guild_id is 0: no guild).
+    GUILD_INSTALL_REFUSED = "guild.install_refused"
+    APP_DEAUTHORIZED = "app.deauthorized"
 
 
 MEMBER_EVENTS = {
@@ -248,14 +260,17 @@ def event_subject(kind: EventType, data: dict[str, Any]) -> EventSubject:
     """Whose data an event of `kind` with `data` holds: the member, or the admin who linked the guild."""
     if kind is EventType.MEMBER_JOINED or kind is EventType.MEMBER_UPDATED:
         return EventSubject(int(data["member"]["id"]), True)
-    if kind is EventType.MEMBER_LEFT or kind is EventType.USER_ERASED:
+    if kind is EventType.MEMBER_LEFT or kind is EventType.USER_ERASED or kind is EventType.APP_DEAUTHORIZED:
         return EventSubject(int(data["user_id"]), False)
     if kind is EventType.GUILD_LINKED:
         return EventSubject(int(data["linked_by"]["id"]), True)
+    if kind is EventType.GUILD_INSTALL_REFUSED:
+        return EventSubject(int(data["installed_by"]["id"]), True)
     return _NO_SUBJECT
 
 
-# The member events whose data a scrub replaces by a tombstone; guild.linked only loses the admin's username.
+# The member events whose data a scrub replaces by a tombstone; guild.linked and guild.install_refused only
+# lose the admin's username.
 SCRUBBED_MEMBER_EVENTS = (EventType.MEMBER_JOINED.value, EventType.MEMBER_UPDATED.value)
 
 
@@ -286,6 +301,7 @@ def link_event_data(link: Link) -> dict[str, Any]:
         "name": link.guild_name,
         "ref": link.ref,
         "linked_by": {"id": str(link.linked_by_id), "username": link.linked_by_username},
+        "source": link.source.value,
     }
 
 

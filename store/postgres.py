@@ -28,6 +28,7 @@ from store.models import (
     Link,
     LinkCounts,
     LinkedGuild,
+    LinkSource,
     Member,
     MemberChange,
     PrunedEvents,
@@ -87,7 +88,7 @@ WEBHOOK_LOCK_CHECK = 5.0
 
 _LINK_COLUMNS = (
     "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
-    " active, links.member_count"
+    " active, links.member_count, links.source"
 )
 _SYNC_COLUMNS = (
     "phase, members_stored, sync_states.member_count, synced_at, error, updated_at, waiting_until,"
@@ -180,8 +181,9 @@ UPDATE links SET member_count = member_count - removed.n FROM removed WHERE link
 _EVENT_COLUMNS = ("type", "guild_id", "data", "created_at", "user_id", "personal")
 # As SQLite's _SCRUB_SET: a member event's data becomes a tombstone, guild.linked loses the admin's username.
 _SCRUB_SET = (
-    "UPDATE events SET personal = false, data = CASE WHEN type = 'guild.linked'"
-    " THEN jsonb_set(data, '{linked_by,username}', 'null'::jsonb)"
+    "UPDATE events SET personal = false, data = CASE type"
+    " WHEN 'guild.linked' THEN jsonb_set(data, '{linked_by,username}', 'null'::jsonb)"
+    " WHEN 'guild.install_refused' THEN jsonb_set(data, '{installed_by,username}', 'null'::jsonb)"
     " ELSE jsonb_build_object('user_id', user_id::text, 'scrubbed', $1::text) END"
 )
 # The departed-data scrub walks this many member.left events to a transaction.
@@ -420,11 +422,11 @@ class PostgresStore:
             # concurrent first link of the same guild for another ref is refused too. No row back: refused.
             row = await conn.fetchrow(
                 "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
-                " linked_at, ref, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE)"
+                " linked_at, ref, active, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9)"
                 " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
                 " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
                 " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
-                " ref = COALESCE(excluded.ref, links.ref), active = TRUE"
+                " ref = COALESCE(excluded.ref, links.ref), active = TRUE, source = excluded.source"
                 " WHERE NOT links.active OR excluded.ref IS NULL OR links.ref IS NULL OR links.ref = excluded.ref"
                 f" RETURNING {_LINK_COLUMNS}",
                 link.guild_id,
@@ -435,6 +437,7 @@ class PostgresStore:
                 link.permissions,
                 link.linked_at,
                 link.ref,
+                link.source.value,
             )
             if row is None:
                 raise RefConflictError(link.guild_id)
@@ -501,6 +504,10 @@ class PostgresStore:
                 kind = EventType.GUILD_REMOVED if bot_removed else EventType.GUILD_UNLINKED
                 await _add_events(conn, [(kind, guild_id, {})], datetime.now(UTC))
         return True
+
+    async def announce(self, kind: EventType, guild_id: int, data: dict[str, Any]) -> None:
+        async with self._transaction() as conn:
+            await _add_events(conn, [(kind, guild_id, data)], datetime.now(UTC))
 
     # Members
 
@@ -1106,7 +1113,7 @@ async def _write_sync_state(conn: asyncpg.Connection, sync: SyncState, *, previo
 
 def _linked_guilds(rows: Iterable[Sequence[Any]]) -> list[LinkedGuild]:
     """Rows of _LINK_COLUMNS then _SYNC_COLUMNS (NULL without a sync state)."""
-    width = 10
+    width = 11
     return [
         LinkedGuild(_link(row[:width]), _sync_state(row[0], row[width:]) if row[width] is not None else None)
         for row in rows
@@ -1125,6 +1132,7 @@ def _link(row: Sequence[Any]) -> Link:
         ref=row[7],
         active=row[8],
         member_count=row[9],
+        source=LinkSource(row[10]),
     )
 
 

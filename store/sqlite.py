@@ -33,6 +33,7 @@ from store.models import (
     Link,
     LinkCounts,
     LinkedGuild,
+    LinkSource,
     Member,
     MemberChange,
     PrunedEvents,
@@ -161,10 +162,11 @@ _UPSERT_CHANGE, _UPSERT_CHANGES_MANY = _rows_statements(_UPSERT_CHANGES, 11)
 _INSERT_EVENT, _INSERT_EVENTS_MANY = _rows_statements(_INSERT_EVENTS, 6)
 _MEMBER_EVENT_TYPES = {kind: event.value for kind, event in MEMBER_EVENTS.items()}
 # A scrubbed event keeps its id, type, guild and time; a member event's data becomes a tombstone naming the
-# user and why, and guild.linked only loses the admin's username. ?1: the ScrubReason.
+# user and why; guild.linked and guild.install_refused only lose the admin's username. ?1: the ScrubReason.
 _SCRUB_SET = (
-    "UPDATE events SET personal = 0, data = CASE WHEN type = 'guild.linked'"
-    " THEN json_set(data, '$.linked_by.username', NULL)"
+    "UPDATE events SET personal = 0, data = CASE type"
+    " WHEN 'guild.linked' THEN json_set(data, '$.linked_by.username', NULL)"
+    " WHEN 'guild.install_refused' THEN json_set(data, '$.installed_by.username', NULL)"
     " ELSE json_object('user_id', CAST(user_id AS TEXT), 'scrubbed', ?1) END"
 )
 _MEMBER_TYPES_SQL = "(" + ", ".join(f"'{kind}'" for kind in SCRUBBED_MEMBER_EVENTS) + ")"
@@ -428,7 +430,7 @@ class SqliteStore:
 
     _LINK_COLUMNS = (
         "links.guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions, linked_at, ref,"
-        " active, links.member_count"
+        " active, links.member_count, links.source"
     )
 
     async def save_link(self, link: Link, *, invite_hash: bytes | None = None) -> Link:
@@ -455,11 +457,12 @@ class SqliteStore:
                 raise RefConflictError(link.guild_id)
             async with db.execute(
                 "INSERT INTO links (guild_id, guild_name, linked_by_id, linked_by_username, scopes, permissions,"
-                " linked_at, ref, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+                " linked_at, ref, active, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
                 " ON CONFLICT (guild_id) DO UPDATE SET guild_name = excluded.guild_name,"
                 " linked_by_id = excluded.linked_by_id, linked_by_username = excluded.linked_by_username,"
                 " scopes = excluded.scopes, permissions = excluded.permissions, linked_at = excluded.linked_at,"
-                f" ref = COALESCE(excluded.ref, links.ref), active = 1 RETURNING {self._LINK_COLUMNS}",
+                " ref = COALESCE(excluded.ref, links.ref), active = 1, source = excluded.source"
+                f" RETURNING {self._LINK_COLUMNS}",
                 (
                     link.guild_id,
                     link.guild_name,
@@ -469,6 +472,7 @@ class SqliteStore:
                     link.permissions,
                     _time(link.linked_at),
                     link.ref,
+                    link.source.value,
                 ),
             ) as cursor:
                 row = await cursor.fetchone()
@@ -502,6 +506,7 @@ class SqliteStore:
             ref=row[7],
             active=bool(row[8]),
             member_count=row[9],
+            source=LinkSource(row[10]),
         )
 
     async def get_link(self, guild_id: int) -> Link | None:
@@ -534,7 +539,7 @@ class SqliteStore:
     @classmethod
     def _linked_guilds(cls, rows: Iterable[Sequence[Any]]) -> list[LinkedGuild]:
         """Rows of _LINK_COLUMNS then _SYNC_COLUMNS (NULL without a sync state)."""
-        width = 10
+        width = 11
         return [
             LinkedGuild(
                 cls._link(row[:width]),
@@ -562,6 +567,10 @@ class SqliteStore:
                 cursor = await db.execute("SELECT 1 FROM links WHERE guild_id = ?", (guild_id,))
                 found = await cursor.fetchone() is not None
         return found
+
+    async def announce(self, kind: EventType, guild_id: int, data: dict[str, Any]) -> None:
+        async with self._transaction() as db:
+            await _add_events(db, [(kind, guild_id, data)], datetime.now(UTC))
 
     # Members
 

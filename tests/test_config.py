@@ -325,3 +325,35 @@ def test_the_read_pause_stays_below_discord_pys_heartbeat_timeout() -> None:
         with pytest.raises(SettingsError) as refused:
             parse_settings(valid_env(**{name: raw}))
         assert any(problem.startswith(name) for problem in refused.value.problems), (name, raw)
+
+
+def test_discord_webhook_events_are_off_by_default_and_record_after_a_minute() -> None:
+    settings = parse_settings(valid_env())
+    assert settings.discord_public_key is None
+    assert (settings.link_without_callback, settings.link_callback_grace) == ("record", 60.0)
+
+
+def test_discord_webhook_event_settings_are_read() -> None:
+    key = "ab" * 32
+    settings = parse_settings(
+        valid_env(DISCORD_PUBLIC_KEY=key, LINK_WITHOUT_CALLBACK="Refuse", LINK_CALLBACK_GRACE_SECONDS="2.5")
+    )
+    assert settings.discord_public_key == bytes.fromhex(key)
+    assert (settings.link_without_callback, settings.link_callback_grace) == ("refuse", 2.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DISCORD_PUBLIC_KEY", "zz" * 32),
+        ("DISCORD_PUBLIC_KEY", "ab" * 31),
+        ("LINK_WITHOUT_CALLBACK", "ignore"),
+        ("LINK_CALLBACK_GRACE_SECONDS", "-1"),
+        ("LINK_CALLBACK_GRACE_SECONDS", "soon"),
+    ],
+)
+def test_a_malformed_discord_webhook_event_setting_is_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(valid_env(**{name: value}))
+    [problem] = raised.value.problems
+    assert problem.startswith(name)

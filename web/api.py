@@ -69,6 +69,7 @@ def guild_json(guild: LinkedGuild) -> dict[str, Any]:
         "linked_by": {"id": str(link.linked_by_id), "username": link.linked_by_username},
         "linked_at": _time(link.linked_at),
         "active": link.active,
+        "source": link.source.value,
         "member_count": link.member_count,
         "sync": {
             "state": sync.phase.value if sync else "pending",

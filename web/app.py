@@ -12,7 +12,7 @@ from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSo
 from metrics import Metrics
 from store import Store
 from supervision import Supervisor
-from web import api, health, link_flow, metrics_page, user_data
+from web import api, discord_events, health, link_flow, metrics_page, user_data
 from web.admin.app import mount_console
 from web.api import api_auth_middleware
 from web.departed_scrub import departed_scrub
@@ -32,6 +32,7 @@ from web.keys import (
     STORE,
     STORE_COUNTS,
     SUPERVISOR,
+    UNCALLED_INSTALLS,
 )
 from web.middleware import add_security_headers, error_middleware
 from web.oauth import USER_AGENT, DiscordOAuthClient
@@ -41,6 +42,7 @@ from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
 from web.store_counts import StoreCounts
+from web.uncalled_installs import UncalledInstalls
 from web.webhooks import DeliveryPolicy, webhook_delivery
 
 
@@ -56,7 +58,8 @@ def create_app(
     handoff_status: HandoffStatusSource | None = None,
     supervisor: Supervisor | None = None,
 ) -> web.Application:
-    """The web face of guildlink: consent flow, probes, the backend's API, webhooks and the operator console."""
+    """The web face of guildlink: consent flow, probes, the backend's API, webhooks, Discord's webhook events and the
+    operator console."""
     app = web.Application(middlewares=[error_middleware, api_auth_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
@@ -87,6 +90,12 @@ def create_app(
     app.add_routes(metrics_page.routes)
     app.add_routes(api.routes)
     app.add_routes(user_data.routes)
+    if settings.discord_public_key is not None:
+        # Without the key nothing could verify Discord's signatures: the route is not served (404).
+        installs = UncalledInstalls(settings, store, linker, app[SUPERVISOR])
+        app[UNCALLED_INSTALLS] = installs
+        app.cleanup_ctx.append(installs.running)
+        app.add_routes(discord_events.routes)
     app.router.add_get("/static/{name}", static_file)
     mount_console(app, settings)
     return app

@@ -23,7 +23,8 @@ def event_json(event: Event) -> dict[str, Any]:
         "id": str(event.id),
         "type": event.type.value,
         "created_at": json_time(event.created_at),
-        "guild_id": str(event.guild_id),
+        # 0: an event of no guild (app.deauthorized).
+        "guild_id": str(event.guild_id) if event.guild_id else None,
         "data": event.data,
     }
 

@@ -16,6 +16,7 @@ from web.rate_limit import ClientRateLimiter
 from web.readiness import DatabaseProbe
 from web.states import StateKeeper
 from web.store_counts import StoreCounts
+from web.uncalled_installs import UncalledInstalls
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -33,3 +34,5 @@ METRICS = web.AppKey("metrics", Metrics)
 # The process's background tasks (the bot's too): /readyz names one that keeps failing.
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 STORE_COUNTS = web.AppKey("store_counts", StoreCounts)
+# Only with DISCORD_PUBLIC_KEY: the announced server installs waiting for the callback.
+UNCALLED_INSTALLS = web.AppKey("uncalled_installs", UncalledInstalls)

@@ -12,7 +12,19 @@ from aiohttp import web
 
 from config import Settings
 from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError, SyncPhase, SyncState
-from web.keys import BOT_STATUS, LINKER, METRICS, OAUTH, PAGES, PROGRESS, RATE_LIMIT, SETTINGS, STATES, STORE
+from web.keys import (
+    BOT_STATUS,
+    LINKER,
+    METRICS,
+    OAUTH,
+    PAGES,
+    PROGRESS,
+    RATE_LIMIT,
+    SETTINGS,
+    STATES,
+    STORE,
+    UNCALLED_INSTALLS,
+)
 from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
 from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
 from web.rate_limit import client_address
@@ -366,6 +378,13 @@ async def _store_link(
         ) from exc
 
 
+async def _leave_abandoned(request: web.Request, guild_id: int) -> bool:
+    """Make the bot leave; Discord's event of this install (DISCORD_PUBLIC_KEY) must then not link it either."""
+    if UNCALLED_INSTALLS in request.app:
+        request.app[UNCALLED_INSTALLS].callback_abandoned(guild_id)
+    return await request.app[LINKER].guild_abandoned(guild_id)
+
+
 async def _abandon(
     request: web.Request, guild_id: int, refused: _LinkNotStored, retry_url: str
 ) -> web.Response:
@@ -377,7 +396,7 @@ async def _abandon(
         existing = None
     if refused.keeps_bot or (existing is not None and existing.active):
         outcome = "Nothing was stored; the bot stays for the server's existing link."
-    elif await request.app[LINKER].guild_abandoned(guild_id):
+    elif await _leave_abandoned(request, guild_id):
         outcome = "Nothing was stored, and the bot has left the server."
     else:
         outcome = (

@@ -43,7 +43,7 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
 
 
 def wants_json(request: web.Request) -> bool:
-    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+    return request.path.startswith(("/api/", "/discord/")) or request.path in ("/healthz", "/readyz")
 
 
 def json_error(status: int, error: str, message: str) -> web.Response:

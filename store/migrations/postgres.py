@@ -7,6 +7,7 @@ from __future__ import annotations
 
 # Snowflakes are BIGINT (signed 64-bit, as Discord promises); times are timestamptz. Each script runs as one
 # simple query, so it may hold several statements.
+# None marks a number kept for a step that is not here yet.
 MIGRATIONS: tuple[str | None, ...] = (
     # 1: links and pending OAuth2 states
     """
@@ -159,5 +160,9 @@ MIGRATIONS: tuple[str | None, ...] = (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         departed_up_to BIGINT NOT NULL
     );
+    """,
+    # 11: who told us of a link. As SQLite's step 11.
+    """
+    ALTER TABLE links ADD COLUMN source TEXT NOT NULL DEFAULT 'callback';
     """,
 )

@@ -162,4 +162,8 @@ MIGRATIONS: tuple[str | None, ...] = (
         departed_up_to INTEGER NOT NULL
     );
     """,
+    # 11: who told us of a link: our callback, or only Discord's APPLICATION_AUTHORIZED webhook event.
+    """
+    ALTER TABLE links ADD COLUMN source TEXT NOT NULL DEFAULT 'callback';
+    """,
 )

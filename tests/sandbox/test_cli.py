@@ -58,7 +58,15 @@ async def test_cli_serves_a_100k_member_guild_to_discord_py(
 ) -> None:
     info, startup = cli
     print(f"\npython -m sandbox --members 100000: first line after {startup:.2f}s")
-    assert set(info) == {"base_url", "client_id", "client_secret", "bot_token", "redirect_uris", "guilds"}
+    assert set(info) == {
+        "base_url",
+        "client_id",
+        "client_secret",
+        "bot_token",
+        "verify_key",
+        "redirect_uris",
+        "guilds",
+    }
     assert info["redirect_uris"] == ["https://localhost:8080/authorize-discord", "http://127.0.0.1:9999/cb"]
     assert len(info["guilds"]) == 3
     assert all(isinstance(g["id"], str) and g["member_count"] == 100_000 for g in info["guilds"])

@@ -19,9 +19,8 @@ from tests.store.records import a_link, a_member
 FEED_PRUNED_STEP = next(
     n for n, step in enumerate(MIGRATIONS, start=1) if step and "CREATE TABLE feed_pruned" in step
 )
-
-# Every step that exists: a number kept for a later step (None) is not recorded.
-RECORDED_STEPS = [n for n, step in enumerate(MIGRATIONS, start=1) if step is not None]
+# The steps a new database records: a number kept with None for another branch's step is not recorded.
+STEPS_PRESENT = [n for n, step in enumerate(MIGRATIONS, start=1) if step is not None]
 
 
 async def test_a_database_written_by_schema_1_is_upgraded_in_place(postgres_url: str) -> None:
@@ -60,7 +59,7 @@ async def test_a_database_written_by_schema_1_is_upgraded_in_place(postgres_url:
         old_states = await db.fetchval("SELECT to_regclass('pending_states')")
     finally:
         await db.close()
-    assert versions == RECORDED_STEPS and old_states is None
+    assert versions == STEPS_PRESENT and old_states is None
 
 
 async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:
@@ -74,7 +73,7 @@ async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> Non
         versions = [row[0] for row in await db.fetch("SELECT version FROM schema_version ORDER BY version")]
     finally:
         await db.close()
-    assert versions == RECORDED_STEPS
+    assert versions == STEPS_PRESENT
 
 
 async def test_the_postgres_scheme_is_the_same_engine(postgres_url: str) -> None:

@@ -18,9 +18,8 @@ from tests.store.records import a_link, a_member
 FEED_PRUNED_STEP = next(
     n for n, step in enumerate(MIGRATIONS, start=1) if step and "CREATE TABLE feed_pruned" in step
 )
-
-# Every step that exists: a number kept for a later step (None) is not recorded.
-RECORDED_STEPS = [n for n, step in enumerate(MIGRATIONS, start=1) if step is not None]
+# The steps a new database records: a number kept with None for another branch's step is not recorded.
+STEPS_PRESENT = [n for n, step in enumerate(MIGRATIONS, start=1) if step is not None]
 
 
 async def test_the_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
@@ -57,7 +56,7 @@ async def test_a_new_file_gets_every_step(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
         columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
-    assert versions == RECORDED_STEPS and "waiting_until" in columns
+    assert versions == STEPS_PRESENT and "waiting_until" in columns
 
 
 async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
@@ -74,7 +73,7 @@ async def test_a_step_that_arrives_after_a_later_one_is_still_applied(
     with sqlite3.connect(path) as db:
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
         columns = [row[1] for row in db.execute("PRAGMA table_info(sync_states)")]
-    assert versions == RECORDED_STEPS and "waiting_until" in columns
+    assert versions == STEPS_PRESENT and "waiting_until" in columns
 
 
 async def test_a_nul_character_in_a_nick_is_stored_as_it_came(tmp_path: Path) -> None:

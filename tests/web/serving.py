@@ -61,7 +61,8 @@ async def serving(settings: Settings, store: Store, **create_app_kwargs: Any) ->
     """create_app on 127.0.0.1 and a free port, with its cleanup_ctx run on exit."""
     metrics = create_app_kwargs.pop("metrics", None) or Metrics()
     bot = NoBot()
-    app = create_app(settings, store, linker=bot, bot_status=bot, metrics=metrics, **create_app_kwargs)
+    linker = create_app_kwargs.pop("linker", None) or bot
+    app = create_app(settings, store, linker=linker, bot_status=bot, metrics=metrics, **create_app_kwargs)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
