@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class RateLimits:
         self._invalid.clear()
         self.global_limited = self.route_limited = 0
 
-    def counters(self) -> dict[str, object]:
+    def counters(self) -> dict[str, Any]:
         """The counters as the controls show them."""
         now = self.clock()
         s = self.settings

@@ -51,7 +51,12 @@ class Bot:
         if reason is not None:
             headers["X-Audit-Log-Reason"] = quote(reason)
         async with self.http.request(method, url, headers=headers) as resp:
-            body = None if resp.status == 204 else await resp.json()
+            if resp.status == 204:
+                body = None
+            elif resp.content_type == "application/json":
+                body = await resp.json()
+            else:
+                body = await resp.text()  # Cloudflare's ban page
             return Answer(resp.status, body, resp.headers)
 
     async def add(self, guild: Guild, role: str, **kw: Any) -> Answer:
