@@ -10,11 +10,14 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from . import payloads
 from .oauth import TokenGrant
+from .ratelimits import BucketState, ceil_ms
+from .roles import UNKNOWN_MEMBER, UNKNOWN_ROLE, Refusal, RoleWrite, RoleWriteOutcome
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -23,6 +26,11 @@ log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/v10", "/api/v9", "/api")
 RATE_LIMIT = 50
+# Discord's answers pass Google's load balancer, which adds this; discord.py takes a 429 without it for a ban.
+DISCORD_VIA = "1.1 google"
+UNKNOWN_GUILD = Refusal(404, 10004, "Unknown Guild")
+MISSING_ACCESS = Refusal(403, 50001, "Missing Access")
+MEMBER_ROLE_PATH = "/guilds/{guild_id}/members/{user_id}/roles/{role_id}"
 
 
 # Discord's default soundboard sounds, as its documentation lists them (SoundboardSoundResponse, no guild).
@@ -51,6 +59,7 @@ def json_response(
 ) -> web.Response:
     """A JSON response with exactly `Content-Type: application/json` and Discord's rate-limit headers."""
     all_headers = ratelimit_headers(route, remaining=RATE_LIMIT - 1, reset_after=1.0)
+    all_headers["Via"] = DISCORD_VIA
     all_headers.update(headers or {})
     return web.Response(
         body=payloads.dumps(obj), status=status, content_type="application/json", headers=all_headers
@@ -68,25 +77,80 @@ def ratelimit_headers(route: str, *, remaining: int, reset_after: float) -> dict
     }
 
 
-def rate_limited_response(route: str, retry_after: float, body: dict[str, Any] | None = None) -> web.Response:
-    """Discord's 429: retry_after in the body, Retry-After and X-RateLimit-* headers."""
+def _retry_after(seconds: float) -> float:
+    return max(ceil_ms(seconds), 0.001)
+
+
+def rate_limited_response(
+    route: str, retry_after: float, body: dict[str, Any] | None = None, *, bucket: BucketState | None = None
+) -> web.Response:
+    """Discord's 429 for a per-route limit: retry_after in the body, Retry-After and the bucket's headers."""
+    retry_after = _retry_after(retry_after)
     data = body or {
         "message": "You are being rate limited.",
         "retry_after": retry_after,
         "global": False,
         "code": 0,
     }
-    headers = ratelimit_headers(route, remaining=0, reset_after=retry_after)
+    if bucket is not None:
+        headers = bucket.headers()
+    else:
+        headers = ratelimit_headers(route, remaining=0, reset_after=retry_after)
     headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     headers["X-RateLimit-Scope"] = "user"
+    headers["Via"] = DISCORD_VIA
     return web.Response(
         body=payloads.dumps(data), status=429, content_type="application/json", headers=headers
     )
 
 
+def global_rate_limited_response(retry_after: float) -> web.Response:
+    """Discord's 429 for the global limit: `"global": true`, X-RateLimit-Global and no bucket headers."""
+    retry_after = _retry_after(retry_after)
+    data = {"message": "You are being rate limited.", "retry_after": retry_after, "global": True, "code": 0}
+    headers = {
+        "Retry-After": str(max(1, math.ceil(retry_after))),
+        "X-RateLimit-Global": "true",
+        "X-RateLimit-Scope": "global",
+        "Via": DISCORD_VIA,
+    }
+    return web.Response(
+        body=payloads.dumps(data), status=429, content_type="application/json", headers=headers
+    )
+
+
+def banned_response() -> web.Response:
+    """Cloudflare's temporary ban after too many invalid requests: a 429 HTML page, not from Discord's servers.
+
+    No `Via` and no JSON, which is how clients tell it from Discord's own 429 (discord.py raises at once).
+    """
+    page = "<!DOCTYPE html><title>Access denied | discord.com used Cloudflare to restrict access</title>"
+    page += "<h1>Error 1015</h1><p>You are being rate limited.</p>"
+    return web.Response(text=page, status=429, content_type="text/html")
+
+
 def api_error(status: int, code: int, message: str, route: str = "") -> web.Response:
     """Discord's `{"code", "message"}` error body."""
     return json_response(payloads.error(code, message), status, route=route)
+
+
+def no_content(bucket: BucketState) -> web.Response:
+    """204 No Content, with the bucket's rate-limit headers (Discord sends them on it too)."""
+    return web.Response(status=204, headers={**bucket.headers(), "Via": DISCORD_VIA})
+
+
+def _snowflake(raw: str) -> int | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def audit_log_reason(request: web.Request) -> str | None:
+    """The `X-Audit-Log-Reason` header, URL-decoded as Discord reads it; None without one."""
+    raw = request.headers.get("X-Audit-Log-Reason")
+    return unquote(raw) if raw is not None else None
 
 
 def unauthorized() -> web.Response:
@@ -126,6 +190,8 @@ class RestHandlers:
             ("GET", "/guilds/{guild_id}", self.get_guild),
             ("GET", "/guilds/{guild_id}/members", self.list_members),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
+            ("PUT", MEMBER_ROLE_PATH, self.add_member_role),
+            ("DELETE", MEMBER_ROLE_PATH, self.remove_member_role),
         ]
         return [
             web.route(method, prefix + path, handler)
@@ -152,15 +218,19 @@ class RestHandlers:
         who = self._principal(request)
         if who is None or not who.bot:
             return 0, unauthorized()
-        try:
-            guild_id = int(request.match_info["guild_id"])
-        except ValueError:
-            return 0, api_error(404, 10004, "Unknown Guild")
-        if guild_id not in self.sandbox.world.guilds:
-            return guild_id, api_error(404, 10004, "Unknown Guild")
-        if guild_id not in self.sandbox.world.bot_guilds:
-            return guild_id, api_error(403, 50001, "Missing Access")
+        guild_id = _snowflake(request.match_info["guild_id"]) or 0
+        refused = self._guild_refusal(guild_id)
+        if refused is not None:
+            return guild_id, api_error(refused.status, refused.code, refused.message)
         return guild_id, None
+
+    def _guild_refusal(self, guild_id: int) -> Refusal | None:
+        """404 Unknown Guild for a guild that does not exist, 403 Missing Access for one without the bot."""
+        if guild_id not in self.sandbox.world.guilds:
+            return UNKNOWN_GUILD
+        if guild_id not in self.sandbox.world.bot_guilds:
+            return MISSING_ACCESS
+        return None
 
     async def me(self, request: web.Request) -> web.Response:
         """GET /users/@me."""
@@ -304,3 +374,69 @@ class RestHandlers:
         if member is None:
             return api_error(404, 10007, "Unknown Member")
         return json_response(payloads.member(member), route=f"guilds/{guild_id}/members")
+
+    async def add_member_role(self, request: web.Request) -> web.Response:
+        """PUT /guilds/{id}/members/{user_id}/roles/{role_id} (Add Guild Member Role): 204, even if held."""
+        return self._write_member_role(request, add=True)
+
+    async def remove_member_role(self, request: web.Request) -> web.Response:
+        """DELETE /guilds/{id}/members/{user_id}/roles/{role_id} (Remove Guild Member Role): 204, even if not held."""
+        return self._write_member_role(request, add=False)
+
+    def _write_member_role(self, request: web.Request, *, add: bool) -> web.Response:
+        """Both role routes: the guild's bucket first (every answer but a 401 counts and carries it), then the checks."""
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        guild_id = _snowflake(request.match_info["guild_id"]) or 0
+        user_id = _snowflake(request.match_info["user_id"])
+        role_id = _snowflake(request.match_info["role_id"])
+        bucket = self.sandbox.rate_limits.take_role_write(guild_id)
+        if bucket.retry_after is not None:
+            outcome = RoleWriteOutcome(None, changed=False, silent=False)
+            response = rate_limited_response(bucket.route, bucket.retry_after, bucket=bucket)
+        else:
+            outcome = self._role_write_outcome(guild_id, user_id, role_id, add=add)
+            refused = outcome.refusal
+            if refused is None:
+                response = no_content(bucket)
+            else:
+                body = payloads.error(refused.code, refused.message)
+                response = json_response(body, refused.status, headers=bucket.headers())
+        if guild_id in self.sandbox.world.guilds:
+            self.sandbox.role_writes.record(
+                guild_id,
+                RoleWrite(
+                    method=request.method,
+                    user_id=user_id or 0,
+                    role_id=role_id or 0,
+                    status=response.status,
+                    code=outcome.refusal.code if outcome.refusal is not None else None,
+                    reason=audit_log_reason(request),
+                    changed=outcome.changed,
+                    silent=outcome.silent,
+                    time=time.time(),
+                ),
+            )
+        log.info(
+            "rest.role_write guild=%s user=%s role=%s method=%s status=%s changed=%s",
+            guild_id,
+            user_id,
+            role_id,
+            request.method,
+            response.status,
+            outcome.changed,
+        )
+        return response
+
+    def _role_write_outcome(
+        self, guild_id: int, user_id: int | None, role_id: int | None, *, add: bool
+    ) -> RoleWriteOutcome:
+        refused = self._guild_refusal(guild_id)
+        if refused is None and user_id is None:
+            refused = UNKNOWN_MEMBER
+        if refused is None and role_id is None:
+            refused = UNKNOWN_ROLE
+        if refused is not None or user_id is None or role_id is None:
+            return RoleWriteOutcome(refused, changed=False, silent=False)
+        return self.sandbox.write_member_role(guild_id, user_id, role_id, add=add)
