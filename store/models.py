@@ -153,6 +153,10 @@ class EventType(StrEnum):
     MEMBER_JOINED = "member.joined"
     MEMBER_UPDATED = "member.updated"
     MEMBER_LEFT = "member.left"
+    # A role change the backend asked for (store/role_changes.py), announced as queued, then applied or failed.
+    ROLE_CHANGE_QUEUED = "role_change.queued"
+    ROLE_CHANGE_APPLIED = "role_change.applied"
+    ROLE_CHANGE_FAILED = "role_change.failed"
 
 
 MEMBER_EVENTS = {

@@ -56,6 +56,7 @@ from store.reconcile import (
     synced_state,
 )
 from store.sqlite_locks import FileGuildLocks, SqliteGuildLock
+from store.sqlite_role_changes import SqliteRoleChanges
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ async def _add_events(db: aiosqlite.Connection, events: Sequence[AnnouncedEvent]
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteRoleChanges):
     """The store on one SQLite file; writes are serialized, reads use their own connection."""
 
     def __init__(

@@ -139,4 +139,28 @@ MIGRATIONS: tuple[str, ...] = (
         ) AS up_to
     ) AS drawn WHERE up_to > 0;
     """,
+    # 9: the queue of role changes, as SQLite's step 9; workers of every process claim with FOR UPDATE SKIP
+    # LOCKED and a lease.
+    """
+    CREATE TABLE role_changes (
+        id BIGSERIAL PRIMARY KEY,
+        guild_id BIGINT NOT NULL,
+        user_id BIGINT NOT NULL,
+        role_id BIGINT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('add', 'remove')),
+        reason TEXT CHECK (length(reason) <= 512),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'failed')),
+        error_code INTEGER,
+        error_reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        applied_at TIMESTAMPTZ,
+        next_attempt_at TIMESTAMPTZ NOT NULL,
+        claimed_by TEXT,
+        claimed_until TIMESTAMPTZ
+    );
+    CREATE INDEX role_changes_pending ON role_changes (guild_id, user_id, id) WHERE status = 'pending';
+    CREATE INDEX role_changes_of_guild ON role_changes (guild_id, id);
+    """,
 )

@@ -138,4 +138,29 @@ MIGRATIONS: tuple[str | None, ...] = (
         ) AS up_to
     ) WHERE up_to > 0;
     """,
+    # 9: the queue of role changes the backend asked for (PUT/DELETE .../roles/{role_id}). A change is claimed
+    # by one worker until `claimed_until` (a lease: one whose holder died is taken again after it); a member's
+    # changes are applied in id order.
+    """
+    CREATE TABLE role_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        role_id INTEGER NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('add', 'remove')),
+        reason TEXT CHECK (length(reason) <= 512),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'failed')),
+        error_code INTEGER,
+        error_reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        applied_at TEXT,
+        next_attempt_at TEXT NOT NULL,
+        claimed_by TEXT,
+        claimed_until TEXT
+    );
+    CREATE INDEX role_changes_pending ON role_changes (guild_id, user_id, id) WHERE status = 'pending';
+    CREATE INDEX role_changes_of_guild ON role_changes (guild_id, id);
+    """,
 )
