@@ -12,7 +12,7 @@ from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSo
 from metrics import Metrics
 from store import Store
 from supervision import Supervisor
-from web import api, health, link_flow, metrics_page
+from web import api, health, link_flow, metrics_page, role_changes
 from web.admin.app import mount_console
 from web.api import api_auth_middleware
 from web.feed_pruning import feed_pruning
@@ -84,6 +84,7 @@ def create_app(
     app.add_routes(health.routes)
     app.add_routes(metrics_page.routes)
     app.add_routes(api.routes)
+    app.add_routes(role_changes.routes)
     app.router.add_get("/static/{name}", static_file)
     mount_console(app, settings)
     return app
