@@ -16,13 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import oauth, payloads, saved_world
+from . import oauth, payloads, roles, saved_world
 from .control import ControlHandlers
 from .errors import SandboxError
 from .gateway import Gateway, GatewayCommand
 from .oauth import OAuthHandlers, OAuthState
 from .rest import API_PREFIXES, RestHandlers, api_error, json_response, rate_limited_response
-from .world import Guild, GuildInfo, Member, User, World, iso_time
+from .roles import RoleWrite, RoleWriteLog, RoleWriteOutcome
+from .world import ADMINISTRATOR, MANAGE_ROLES, Guild, GuildInfo, Member, Role, User, World, iso_time
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class Sandbox:
         self.gateway = Gateway(self.world, opts, self.bot_token, self._record_command)
         self._faults: list[Fault] = []
         self._tampered_guild: int | None = None
+        self.role_writes = RoleWriteLog()
         self._waiters: list[
             tuple[int, Callable[[GatewayCommand], bool] | None, asyncio.Future[GatewayCommand]]
         ] = []
@@ -428,3 +430,87 @@ class Sandbox:
             self.gateway.guild_delete(guild_id, unavailable=True)
         else:
             self.gateway.guild_create(guild_id, join=False)
+
+    # -- roles -------------------------------------------------------------------------------------
+
+    def write_member_role(self, guild_id: int, user_id: int, role_id: int, *, add: bool) -> RoleWriteOutcome:
+        """What the bot's Add (or Remove) Guild Member Role does; GUILD_MEMBER_UPDATE when the member changed."""
+        guild = self._guild(guild_id)
+        refused = roles.refusal(guild, self.world.bot_user.id, user_id, role_id)
+        if refused is not None:
+            return RoleWriteOutcome(refused, changed=False, silent=False)
+        if self.role_writes.take_silent(guild_id):
+            log.info("sandbox.role_write_silenced guild=%s user=%s role=%s", guild_id, user_id, role_id)
+            return RoleWriteOutcome(None, changed=False, silent=True)
+        member = guild.get_member(user_id)
+        assert member is not None  # refusal() answered Unknown Member otherwise
+        held = member.roles
+        if add:
+            wanted = held if role_id in held else (*held, role_id)
+        else:
+            wanted = tuple(r for r in held if r != role_id)
+        if wanted == held:
+            return RoleWriteOutcome(None, changed=False, silent=False)
+        self.update_member(guild_id, user_id, roles=list(wanted))
+        return RoleWriteOutcome(None, changed=True, silent=False)
+
+    def recent_role_writes(self, guild_id: int) -> list[RoleWrite]:
+        """The bot's recent role writes in a guild (method, user, role, status, audit reason), oldest first."""
+        return self.role_writes.recent(guild_id)
+
+    def silence_role_writes(self, guild_id: int, times: int = 1) -> None:
+        """The guild's next `times` allowed role writes answer 204 but change nothing and send no event."""
+        self._guild(guild_id)
+        if times < 1:
+            raise SandboxError("times must be at least 1")
+        self.role_writes.silence(guild_id, times)
+
+    def bot_role(self, guild_id: int) -> Role:
+        """The bot's own (managed) role in a guild it is in."""
+        guild = self._guild(guild_id)
+        role = next((r for r in guild.roles if r.bot_id == self.world.bot_user.id), None)
+        if guild_id not in self.world.bot_guilds or role is None:
+            raise SandboxError(f"the bot is not in guild {guild_id}")
+        return role
+
+    def move_bot_role(self, guild_id: int, *, position: int | None = None, below: int | None = None) -> int:
+        """Move the bot's role to `position` (1 is just above @everyone) or just below role `below`.
+
+        Its neighbours shift as Discord's role order does; sessions get GUILD_ROLE_UPDATE for each role
+        that moved. Returns the bot role's new position.
+        """
+        if (position is None) == (below is None):
+            raise SandboxError("give either position or below")
+        guild = self._guild(guild_id)
+        mine = self.bot_role(guild_id)
+        if below is not None:
+            target = guild.role(below)
+            if target is None or target.id == guild.id or target.id == mine.id:
+                raise SandboxError(f"role {below} is not another role of guild {guild_id} above @everyone")
+            others = sorted(
+                (r for r in guild.roles if r.id not in (guild.id, mine.id)), key=lambda r: r.position
+            )
+            position = others.index(target) + 1
+        assert position is not None
+        moved = guild.move_role(mine.id, position)
+        log.info("sandbox.bot_role_moved guild=%s position=%s", guild_id, mine.position)
+        self._roles_changed(guild_id, moved)
+        return mine.position
+
+    def set_bot_permissions(
+        self, guild_id: int, *, manage_roles: bool | None = None, administrator: bool | None = None
+    ) -> int:
+        """Grant or revoke Manage Roles (or Administrator) on the bot's role; returns its permissions."""
+        mine = self.bot_role(guild_id)
+        for bit, allowed in ((MANAGE_ROLES, manage_roles), (ADMINISTRATOR, administrator)):
+            if allowed is not None:
+                mine.permissions = mine.permissions | bit if allowed else mine.permissions & ~bit
+        log.info("sandbox.bot_permissions guild=%s permissions=%s", guild_id, mine.permissions)
+        self._roles_changed(guild_id, [mine])
+        return mine.permissions
+
+    def _roles_changed(self, guild_id: int, changed: list[Role]) -> None:
+        self._save_world()
+        if self._live(guild_id):
+            for role in changed:
+                self.gateway.role_update(guild_id, payloads.role(role))

@@ -552,6 +552,12 @@ class Gateway:
         for session in self.live_sessions(guild_id, GUILD_MEMBERS):
             session.dispatch(event, data)
 
+    def role_update(self, guild_id: int, role: dict[str, Any]) -> None:
+        """GUILD_ROLE_UPDATE to sessions with the guilds intent."""
+        data = {"guild_id": str(guild_id), "role": role}
+        for session in self.live_sessions(guild_id, GUILDS):
+            session.dispatch("GUILD_ROLE_UPDATE", data)
+
     def guild_create(self, guild_id: int, *, join: bool) -> None:
         """GUILD_CREATE: a join (no `unavailable` key) or a guild coming back from an outage."""
         guild = self.world.guild(guild_id)

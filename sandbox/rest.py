@@ -10,11 +10,13 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from . import payloads
 from .oauth import TokenGrant
+from .roles import UNKNOWN_MEMBER, UNKNOWN_ROLE, Refusal, RoleWrite, RoleWriteOutcome
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/v10", "/api/v9", "/api")
 RATE_LIMIT = 50
+UNKNOWN_GUILD = Refusal(404, 10004, "Unknown Guild")
+MISSING_ACCESS = Refusal(403, 50001, "Missing Access")
+MEMBER_ROLE_PATH = "/guilds/{guild_id}/members/{user_id}/roles/{role_id}"
 
 
 # Discord's default soundboard sounds, as its documentation lists them (SoundboardSoundResponse, no guild).
@@ -89,6 +94,27 @@ def api_error(status: int, code: int, message: str, route: str = "") -> web.Resp
     return json_response(payloads.error(code, message), status, route=route)
 
 
+def no_content(route: str) -> web.Response:
+    """204 No Content, with the rate-limit headers Discord sends on it too."""
+    return web.Response(
+        status=204, headers=ratelimit_headers(route, remaining=RATE_LIMIT - 1, reset_after=1.0)
+    )
+
+
+def _snowflake(raw: str) -> int | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def audit_log_reason(request: web.Request) -> str | None:
+    """The `X-Audit-Log-Reason` header, URL-decoded as Discord reads it; None without one."""
+    raw = request.headers.get("X-Audit-Log-Reason")
+    return unquote(raw) if raw is not None else None
+
+
 def unauthorized() -> web.Response:
     """401 for a missing or bad token."""
     return api_error(401, 0, "401: Unauthorized")
@@ -126,6 +152,8 @@ class RestHandlers:
             ("GET", "/guilds/{guild_id}", self.get_guild),
             ("GET", "/guilds/{guild_id}/members", self.list_members),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
+            ("PUT", MEMBER_ROLE_PATH, self.add_member_role),
+            ("DELETE", MEMBER_ROLE_PATH, self.remove_member_role),
         ]
         return [
             web.route(method, prefix + path, handler)
@@ -152,15 +180,19 @@ class RestHandlers:
         who = self._principal(request)
         if who is None or not who.bot:
             return 0, unauthorized()
-        try:
-            guild_id = int(request.match_info["guild_id"])
-        except ValueError:
-            return 0, api_error(404, 10004, "Unknown Guild")
-        if guild_id not in self.sandbox.world.guilds:
-            return guild_id, api_error(404, 10004, "Unknown Guild")
-        if guild_id not in self.sandbox.world.bot_guilds:
-            return guild_id, api_error(403, 50001, "Missing Access")
+        guild_id = _snowflake(request.match_info["guild_id"]) or 0
+        refused = self._guild_refusal(guild_id)
+        if refused is not None:
+            return guild_id, api_error(refused.status, refused.code, refused.message)
         return guild_id, None
+
+    def _guild_refusal(self, guild_id: int) -> Refusal | None:
+        """404 Unknown Guild for a guild that does not exist, 403 Missing Access for one without the bot."""
+        if guild_id not in self.sandbox.world.guilds:
+            return UNKNOWN_GUILD
+        if guild_id not in self.sandbox.world.bot_guilds:
+            return MISSING_ACCESS
+        return None
 
     async def me(self, request: web.Request) -> web.Response:
         """GET /users/@me."""
@@ -304,3 +336,59 @@ class RestHandlers:
         if member is None:
             return api_error(404, 10007, "Unknown Member")
         return json_response(payloads.member(member), route=f"guilds/{guild_id}/members")
+
+    async def add_member_role(self, request: web.Request) -> web.Response:
+        """PUT /guilds/{id}/members/{user_id}/roles/{role_id} (Add Guild Member Role): 204, even if held."""
+        return self._write_member_role(request, add=True)
+
+    async def remove_member_role(self, request: web.Request) -> web.Response:
+        """DELETE /guilds/{id}/members/{user_id}/roles/{role_id} (Remove Guild Member Role): 204, even if not held."""
+        return self._write_member_role(request, add=False)
+
+    def _write_member_role(self, request: web.Request, *, add: bool) -> web.Response:
+        route = f"{request.method} guilds/members/roles"
+        who = self._principal(request)
+        if who is None or not who.bot:
+            return unauthorized()
+        guild_id = _snowflake(request.match_info["guild_id"]) or 0
+        user_id = _snowflake(request.match_info["user_id"])
+        role_id = _snowflake(request.match_info["role_id"])
+        refused = self._guild_refusal(guild_id)
+        if refused is not None:
+            outcome = RoleWriteOutcome(refused, changed=False, silent=False)
+        elif user_id is None:
+            outcome = RoleWriteOutcome(UNKNOWN_MEMBER, changed=False, silent=False)
+        elif role_id is None:
+            outcome = RoleWriteOutcome(UNKNOWN_ROLE, changed=False, silent=False)
+        else:
+            outcome = self.sandbox.write_member_role(guild_id, user_id, role_id, add=add)
+        refused = outcome.refusal
+        if refused is None:
+            response = no_content(route)
+        else:
+            response = api_error(refused.status, refused.code, refused.message, route)
+        if guild_id in self.sandbox.world.guilds:
+            self.sandbox.role_writes.record(
+                guild_id,
+                RoleWrite(
+                    method=request.method,
+                    user_id=user_id or 0,
+                    role_id=role_id or 0,
+                    status=response.status,
+                    code=refused.code if refused is not None else None,
+                    reason=audit_log_reason(request),
+                    changed=outcome.changed,
+                    silent=outcome.silent,
+                    time=time.time(),
+                ),
+            )
+        log.info(
+            "rest.role_write guild=%s user=%s role=%s method=%s status=%s changed=%s",
+            guild_id,
+            user_id,
+            role_id,
+            request.method,
+            response.status,
+            outcome.changed,
+        )
+        return response

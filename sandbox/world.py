@@ -18,6 +18,7 @@ WORLD_ORIGIN_MS = 1_609_459_200_000  # 2021-01-01T00:00:00Z
 
 ADMINISTRATOR = 1 << 3
 MANAGE_GUILD = 1 << 5
+MANAGE_ROLES = 1 << 28
 ALL_PERMISSIONS = (1 << 51) - 1
 EVERYONE_PERMISSIONS = 1_071_698_660_929
 
@@ -259,6 +260,32 @@ class Guild:
             self.added_ids.remove(user_id)
         else:
             self.removed.add(user_id)
+
+    def role(self, role_id: int) -> Role | None:
+        """The role with this id, or None."""
+        return next((r for r in self.roles if r.id == role_id), None)
+
+    def top_role_position(self, member: Member) -> int:
+        """The position of the member's highest role (@everyone's 0 if it has none)."""
+        held = set(member.roles)
+        return max((r.position for r in self.roles if r.id in held), default=0)
+
+    def move_role(self, role_id: int, index: int) -> list[Role]:
+        """Put a role at `index` of the order (1 is just above @everyone); the roles whose position changed.
+
+        Positions stay Discord's: @everyone 0, the others 1..n-1 without gaps, so moving one shifts its neighbours.
+        """
+        moving = self.role(role_id)
+        if moving is None or moving.id == self.id:
+            raise KeyError(role_id)
+        order = sorted((r for r in self.roles if r.id not in (role_id, self.id)), key=lambda r: r.position)
+        order.insert(min(max(index, 1), len(order) + 1) - 1, moving)
+        changed = []
+        for position, role in enumerate(order, start=1):
+            if role.position != position:
+                role.position = position
+                changed.append(role)
+        return changed
 
     def permissions_of(self, member: Member) -> int:
         """The member's guild-level permissions."""

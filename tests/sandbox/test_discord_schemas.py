@@ -170,8 +170,10 @@ def official_node(spec: dict[str, Any], pointer: str) -> Node:
 
 
 def official_response(spec: dict[str, Any], path: str, status: str) -> Node | None:
-    """The JSON schema the official spec gives GET `path`'s `status` response, or None if it has none."""
-    response = spec["paths"].get(path, {}).get("get", {}).get("responses", {}).get(status)
+    """The JSON schema the official spec gives `path`'s `status` response (GET, or "PUT /path"), or None."""
+    method, _, path = path.rpartition(" ")
+    operation = spec["paths"].get(path, {}).get(method.lower() or "get", {})
+    response = operation.get("responses", {}).get(status)
     while response is not None and "$ref" in response:
         response = official_node(spec, response["$ref"]).schema
     if response is None or "application/json" not in response.get("content", {}):
@@ -194,9 +196,9 @@ def problems_against(spec: dict[str, Any]) -> list[str]:
     for (path, status), schema in RESPONSES.items():
         official = official_response(spec, path, status)
         if official is None:
-            problems.append(f"GET {path} {status}: not in the official spec")
+            problems.append(f"{path} {status}: not in the official spec")
             continue
-        problems += drift(our_node(schema), official, f"GET {path} {status}")
+        problems += drift(our_node(schema), official, f"{path} {status}")
     return problems
 
 

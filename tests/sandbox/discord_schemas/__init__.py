@@ -17,8 +17,9 @@ from referencing.jsonschema import DRAFT202012
 
 SCHEMA_DIR = Path(__file__).parent
 
-# The schema of each response the REST tests read, keyed as Discord's spec keys its responses. GET /guilds/{id}
-# is always asked with_counts (the spec gives the one path one schema, counts optional).
+# The schema of each response the REST tests read, keyed as Discord's spec keys its responses (a path alone
+# is GET's; another method comes first, "PUT /path"). GET /guilds/{id} is always asked with_counts (the spec
+# gives the one path one schema, counts optional).
 RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/users/@me", "200"): {"$ref": "private-user.json"},
     ("/users/@me/guilds", "200"): {"type": "array", "items": {"$ref": "my-guild.json"}},
@@ -31,6 +32,10 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("/users/@me", "4XX"): {"$ref": "error.json"},
     ("/guilds/{guild_id}/members", "4XX"): {"$ref": "error.json"},
     ("/users/@me", "429"): {"$ref": "rate-limited.json"},
+    ("PUT /guilds/{guild_id}/members/{user_id}/roles/{role_id}", "4XX"): {"$ref": "error.json"},
+    ("DELETE /guilds/{guild_id}/members/{user_id}/roles/{role_id}", "4XX"): {"$ref": "error.json"},
+    ("PUT /guilds/{guild_id}/members/{user_id}/roles/{role_id}", "429"): {"$ref": "rate-limited.json"},
+    ("DELETE /guilds/{guild_id}/members/{user_id}/roles/{role_id}", "429"): {"$ref": "rate-limited.json"},
 }
 
 
@@ -59,5 +64,5 @@ def validate(instance: Any, schema: str | dict[str, Any]) -> None:
 
 
 def validate_response(instance: Any, path: str, status: str = "200") -> None:
-    """Raise jsonschema.ValidationError unless `instance` is what Discord answers to GET `path` with `status`."""
+    """Raise jsonschema.ValidationError unless `instance` is what Discord answers to `path` with `status`."""
     validate(instance, RESPONSES[(path, status)])
