@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,16 @@ from .control import ControlHandlers
 from .errors import SandboxError
 from .gateway import Gateway, GatewayCommand
 from .oauth import OAuthHandlers, OAuthState
-from .rest import API_PREFIXES, RestHandlers, api_error, json_response, rate_limited_response
+from .ratelimits import RateLimits
+from .rest import (
+    API_PREFIXES,
+    RestHandlers,
+    api_error,
+    banned_response,
+    global_rate_limited_response,
+    json_response,
+    rate_limited_response,
+)
 from .roles import RoleWrite, RoleWriteLog, RoleWriteOutcome
 from .world import ADMINISTRATOR, MANAGE_ROLES, Guild, GuildInfo, Member, Role, User, World, iso_time
 
@@ -56,6 +66,15 @@ class SandboxOptions:
     seed: int = 1
     host: str = "127.0.0.1"
     port: int = 0
+    # Discord's REST limits (sandbox/ratelimits.py): Add/Remove Guild Member Role per guild per window, the
+    # bot's requests per window across every route, invalid requests (401, 403, 429) per window before a
+    # temporary ban. Lower them in tests; they may change at run time.
+    role_write_limit: int = 10
+    role_write_window: float = 10.0
+    global_rate_limit: int = 50
+    global_rate_window: float = 1.0
+    invalid_request_limit: int = 10_000
+    invalid_request_window: float = 600.0
     # Where the world is kept across restarts (the bot's guilds, members added, changed or removed);
     # None: a fresh world every start.
     world_file: Path | None = None
@@ -128,6 +147,7 @@ class Sandbox:
         self._faults: list[Fault] = []
         self._tampered_guild: int | None = None
         self.role_writes = RoleWriteLog()
+        self.rate_limits = RateLimits(opts)
         self._waiters: list[
             tuple[int, Callable[[GatewayCommand], bool] | None, asyncio.Future[GatewayCommand]]
         ] = []
@@ -208,6 +228,22 @@ class Sandbox:
                 request.method, request.path, dict(request.query), time.time(), await _grant_type(request)
             )
         )
+        if not request.path.startswith("/api"):
+            return await self._answer(request, handler)
+        if self.rate_limits.banned():
+            log.warning("sandbox.banned method=%s path=%s", request.method, request.path)
+            return banned_response()
+        response = await self._answer(request, handler)
+        self.rate_limits.note_answer(response.status, response.headers.get("X-RateLimit-Scope"))
+        return response
+
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/api") and self._is_bot(request):
+            retry_after = self.rate_limits.take_global()
+            if retry_after is not None:
+                return global_rate_limited_response(retry_after)
         fault = self._take_fault(request.method, request.path)
         if fault is not None:
             log.info("sandbox.fault method=%s path=%s status=%s", request.method, request.path, fault.status)
@@ -221,6 +257,12 @@ class Sandbox:
             if not request.path.startswith("/api") or exc.status < 400:
                 raise
             return api_error(exc.status, 0, f"{exc.status}: {exc.reason}")
+
+    def _is_bot(self, request: web.Request) -> bool:
+        """Whether a REST request carries the bot's token (the global limit counts those)."""
+        header = request.headers.get("Authorization", "")
+        expected = f"Bot {self.bot_token}"
+        return secrets.compare_digest(header.encode(), expected.encode())
 
     # -- records -----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import payloads
 from .errors import SandboxError
 from .rest import json_response
 
@@ -19,6 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _UNSET_KEYS = ("nick", "roles", "username", "global_name", "avatar")
+# Settings that PATCH /_sandbox/settings changes, with their types.
+_SETTINGS: dict[str, type] = {
+    "requires_code_grant": bool,
+    "members_intent_enabled": bool,
+    "member_list_cooldown": float,
+    "role_write_limit": int,
+    "role_write_window": float,
+    "global_rate_limit": int,
+    "global_rate_window": float,
+    "invalid_request_limit": int,
+    "invalid_request_window": float,
+}
 # How many events of a storm are made between turns of the gateway's writers.
 STORM_STREAM_EVERY = 100
 
@@ -48,6 +61,11 @@ class ControlHandlers:
             web.delete("/_sandbox/guilds/{guild_id}/bot", self.kick_bot),
             web.post("/_sandbox/guilds/{guild_id}/unavailable", self.unavailable),
             web.post("/_sandbox/guilds/{guild_id}/tamper-redirect", self.tamper),
+            web.patch("/_sandbox/guilds/{guild_id}/bot-role", self.bot_role),
+            web.get("/_sandbox/guilds/{guild_id}/role-writes", self.role_writes),
+            web.post("/_sandbox/guilds/{guild_id}/silent-role-writes", self.silent_role_writes),
+            web.get("/_sandbox/rate-limits", self.rate_limits),
+            web.post("/_sandbox/rate-limits/reset", self.reset_rate_limits),
             web.post("/_sandbox/fail", self.fail),
             web.post("/_sandbox/gateway/drop", self.drop),
             web.post("/_sandbox/gateway/reconnect", self.reconnect),
@@ -82,11 +100,7 @@ class ControlHandlers:
                     for g in sb.managed_guilds()
                 ],
                 "bot_guild_ids": sorted(str(g) for g in sb.bot_guild_ids()),
-                "settings": {
-                    "requires_code_grant": sb.options.requires_code_grant,
-                    "members_intent_enabled": sb.options.members_intent_enabled,
-                    "member_list_cooldown": sb.options.member_list_cooldown,
-                },
+                "settings": {key: getattr(sb.options, key) for key in _SETTINGS},
             }
         )
 
@@ -106,14 +120,15 @@ class ControlHandlers:
         return json_response({"location": location})
 
     async def settings(self, request: web.Request) -> web.Response:
-        """Change run-time settings (requires_code_grant, members_intent_enabled, member_list_cooldown)."""
+        """Change run-time settings: the app's switches, the member-list cooldown, the REST rate limits."""
         body = await self._body(request)
         opts = self.sandbox.options
-        for key in ("requires_code_grant", "members_intent_enabled"):
-            if key in body:
-                setattr(opts, key, bool(body[key]))
-        if "member_list_cooldown" in body:
-            opts.member_list_cooldown = float(body["member_list_cooldown"])
+        try:
+            changes = {key: kind(body[key]) for key, kind in _SETTINGS.items() if key in body}
+        except (TypeError, ValueError):
+            return _error(f"settings are {', '.join(f'{k} ({t.__name__})' for k, t in _SETTINGS.items())}")
+        for key, value in changes.items():
+            setattr(opts, key, value)
         return await self.state(request)
 
     async def members(self, request: web.Request) -> web.Response:
@@ -224,6 +239,77 @@ class ControlHandlers:
         guild_id, _ = self._ids(request)
         self.sandbox.tamper_redirect_guild_id(guild_id)
         return json_response({})
+
+    async def bot_role(self, request: web.Request) -> web.Response:
+        """Move the bot's role or change its permissions: {"position"?, "below"?, "manage_roles"?, "administrator"?}.
+
+        `position` puts it there (1 is just above @everyone), `below` just under that role id; Discord's role
+        hierarchy then decides which roles the bot may write (50013 for the others).
+        """
+        guild_id, _ = self._ids(request)
+        try:
+            body = await self._body(request)
+            position = int(body["position"]) if body.get("position") is not None else None
+            below = int(body["below"]) if body.get("below") is not None else None
+            flags = {}
+            for key in ("manage_roles", "administrator"):
+                if body.get(key) is not None:
+                    if not isinstance(body[key], bool):
+                        raise TypeError(key)
+                    flags[key] = body[key]
+            if position is not None and below is not None:
+                raise ValueError("position and below")
+        except (SandboxError, ValueError, TypeError):
+            return _error(
+                'a JSON object with "position" (a number) or "below" (a role id), '
+                '"manage_roles" and "administrator" true or false'
+            )
+        sb = self.sandbox
+        try:
+            if position is not None or below is not None:
+                sb.move_bot_role(guild_id, position=position, below=below)
+            if flags:
+                sb.set_bot_permissions(guild_id, **flags)
+            role = sb.bot_role(guild_id)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({"role": payloads.role(role)})
+
+    async def role_writes(self, request: web.Request) -> web.Response:
+        """The bot's recent role writes in a guild, oldest first, and the silent successes still to come."""
+        guild_id, _ = self._ids(request)
+        sb = self.sandbox
+        return json_response(
+            {
+                "writes": [w.as_json() for w in sb.recent_role_writes(guild_id)],
+                "silent_pending": sb.role_writes.silenced(guild_id),
+            }
+        )
+
+    async def silent_role_writes(self, request: web.Request) -> web.Response:
+        """The guild's next {"times": N} allowed role writes answer 204 but change nothing (no event either)."""
+        guild_id, _ = self._ids(request)
+        try:
+            body = await self._body(request)
+            times = body.get("times", 1)
+            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+                raise ValueError("times")
+        except (SandboxError, ValueError):
+            return _error('"times" must be a whole number of at least 1, in a JSON object')
+        try:
+            self.sandbox.silence_role_writes(guild_id, times)
+        except SandboxError as exc:
+            return _error(str(exc), 404)
+        return json_response({"silent_pending": self.sandbox.role_writes.silenced(guild_id)})
+
+    async def rate_limits(self, request: web.Request) -> web.Response:
+        """The REST rate-limit counters: invalid requests of the window, the global window, every bucket."""
+        return json_response(self.sandbox.rate_limits.counters())
+
+    async def reset_rate_limits(self, request: web.Request) -> web.Response:
+        """Forget every bucket, the global window and the invalid requests counted."""
+        self.sandbox.rate_limits.reset()
+        return json_response(self.sandbox.rate_limits.counters())
 
     async def fail(self, request: web.Request) -> web.Response:
         """Inject errors: {"method", "path", "status", "times"?, "retry_after"?, "body"?}."""

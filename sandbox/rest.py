@@ -16,6 +16,7 @@ from aiohttp import web
 
 from . import payloads
 from .oauth import TokenGrant
+from .ratelimits import BucketState, ceil_ms
 from .roles import UNKNOWN_MEMBER, UNKNOWN_ROLE, Refusal, RoleWrite, RoleWriteOutcome
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/v10", "/api/v9", "/api")
 RATE_LIMIT = 50
+# Discord's answers pass Google's load balancer, which adds this; discord.py takes a 429 without it for a ban.
+DISCORD_VIA = "1.1 google"
 UNKNOWN_GUILD = Refusal(404, 10004, "Unknown Guild")
 MISSING_ACCESS = Refusal(403, 50001, "Missing Access")
 MEMBER_ROLE_PATH = "/guilds/{guild_id}/members/{user_id}/roles/{role_id}"
@@ -56,6 +59,7 @@ def json_response(
 ) -> web.Response:
     """A JSON response with exactly `Content-Type: application/json` and Discord's rate-limit headers."""
     all_headers = ratelimit_headers(route, remaining=RATE_LIMIT - 1, reset_after=1.0)
+    all_headers["Via"] = DISCORD_VIA
     all_headers.update(headers or {})
     return web.Response(
         body=payloads.dumps(obj), status=status, content_type="application/json", headers=all_headers
@@ -73,20 +77,56 @@ def ratelimit_headers(route: str, *, remaining: int, reset_after: float) -> dict
     }
 
 
-def rate_limited_response(route: str, retry_after: float, body: dict[str, Any] | None = None) -> web.Response:
-    """Discord's 429: retry_after in the body, Retry-After and X-RateLimit-* headers."""
+def _retry_after(seconds: float) -> float:
+    return max(ceil_ms(seconds), 0.001)
+
+
+def rate_limited_response(
+    route: str, retry_after: float, body: dict[str, Any] | None = None, *, bucket: BucketState | None = None
+) -> web.Response:
+    """Discord's 429 for a per-route limit: retry_after in the body, Retry-After and the bucket's headers."""
+    retry_after = _retry_after(retry_after)
     data = body or {
         "message": "You are being rate limited.",
         "retry_after": retry_after,
         "global": False,
         "code": 0,
     }
-    headers = ratelimit_headers(route, remaining=0, reset_after=retry_after)
+    if bucket is not None:
+        headers = bucket.headers()
+    else:
+        headers = ratelimit_headers(route, remaining=0, reset_after=retry_after)
     headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     headers["X-RateLimit-Scope"] = "user"
+    headers["Via"] = DISCORD_VIA
     return web.Response(
         body=payloads.dumps(data), status=429, content_type="application/json", headers=headers
     )
+
+
+def global_rate_limited_response(retry_after: float) -> web.Response:
+    """Discord's 429 for the global limit: `"global": true`, X-RateLimit-Global and no bucket headers."""
+    retry_after = _retry_after(retry_after)
+    data = {"message": "You are being rate limited.", "retry_after": retry_after, "global": True, "code": 0}
+    headers = {
+        "Retry-After": str(max(1, math.ceil(retry_after))),
+        "X-RateLimit-Global": "true",
+        "X-RateLimit-Scope": "global",
+        "Via": DISCORD_VIA,
+    }
+    return web.Response(
+        body=payloads.dumps(data), status=429, content_type="application/json", headers=headers
+    )
+
+
+def banned_response() -> web.Response:
+    """Cloudflare's temporary ban after too many invalid requests: a 429 HTML page, not from Discord's servers.
+
+    No `Via` and no JSON, which is how clients tell it from Discord's own 429 (discord.py raises at once).
+    """
+    page = "<!DOCTYPE html><title>Access denied | discord.com used Cloudflare to restrict access</title>"
+    page += "<h1>Error 1015</h1><p>You are being rate limited.</p>"
+    return web.Response(text=page, status=429, content_type="text/html")
 
 
 def api_error(status: int, code: int, message: str, route: str = "") -> web.Response:
@@ -94,11 +134,9 @@ def api_error(status: int, code: int, message: str, route: str = "") -> web.Resp
     return json_response(payloads.error(code, message), status, route=route)
 
 
-def no_content(route: str) -> web.Response:
-    """204 No Content, with the rate-limit headers Discord sends on it too."""
-    return web.Response(
-        status=204, headers=ratelimit_headers(route, remaining=RATE_LIMIT - 1, reset_after=1.0)
-    )
+def no_content(bucket: BucketState) -> web.Response:
+    """204 No Content, with the bucket's rate-limit headers (Discord sends them on it too)."""
+    return web.Response(status=204, headers={**bucket.headers(), "Via": DISCORD_VIA})
 
 
 def _snowflake(raw: str) -> int | None:
@@ -346,27 +384,25 @@ class RestHandlers:
         return self._write_member_role(request, add=False)
 
     def _write_member_role(self, request: web.Request, *, add: bool) -> web.Response:
-        route = f"{request.method} guilds/members/roles"
+        """Both role routes: the guild's bucket first (every answer but a 401 counts and carries it), then the checks."""
         who = self._principal(request)
         if who is None or not who.bot:
             return unauthorized()
         guild_id = _snowflake(request.match_info["guild_id"]) or 0
         user_id = _snowflake(request.match_info["user_id"])
         role_id = _snowflake(request.match_info["role_id"])
-        refused = self._guild_refusal(guild_id)
-        if refused is not None:
-            outcome = RoleWriteOutcome(refused, changed=False, silent=False)
-        elif user_id is None:
-            outcome = RoleWriteOutcome(UNKNOWN_MEMBER, changed=False, silent=False)
-        elif role_id is None:
-            outcome = RoleWriteOutcome(UNKNOWN_ROLE, changed=False, silent=False)
+        bucket = self.sandbox.rate_limits.take_role_write(guild_id)
+        if bucket.retry_after is not None:
+            outcome = RoleWriteOutcome(None, changed=False, silent=False)
+            response = rate_limited_response(bucket.route, bucket.retry_after, bucket=bucket)
         else:
-            outcome = self.sandbox.write_member_role(guild_id, user_id, role_id, add=add)
-        refused = outcome.refusal
-        if refused is None:
-            response = no_content(route)
-        else:
-            response = api_error(refused.status, refused.code, refused.message, route)
+            outcome = self._role_write_outcome(guild_id, user_id, role_id, add=add)
+            refused = outcome.refusal
+            if refused is None:
+                response = no_content(bucket)
+            else:
+                body = payloads.error(refused.code, refused.message)
+                response = json_response(body, refused.status, headers=bucket.headers())
         if guild_id in self.sandbox.world.guilds:
             self.sandbox.role_writes.record(
                 guild_id,
@@ -375,7 +411,7 @@ class RestHandlers:
                     user_id=user_id or 0,
                     role_id=role_id or 0,
                     status=response.status,
-                    code=refused.code if refused is not None else None,
+                    code=outcome.refusal.code if outcome.refusal is not None else None,
                     reason=audit_log_reason(request),
                     changed=outcome.changed,
                     silent=outcome.silent,
@@ -392,3 +428,15 @@ class RestHandlers:
             outcome.changed,
         )
         return response
+
+    def _role_write_outcome(
+        self, guild_id: int, user_id: int | None, role_id: int | None, *, add: bool
+    ) -> RoleWriteOutcome:
+        refused = self._guild_refusal(guild_id)
+        if refused is None and user_id is None:
+            refused = UNKNOWN_MEMBER
+        if refused is None and role_id is None:
+            refused = UNKNOWN_ROLE
+        if refused is not None or user_id is None or role_id is None:
+            return RoleWriteOutcome(refused, changed=False, silent=False)
+        return self.sandbox.write_member_role(guild_id, user_id, role_id, add=add)

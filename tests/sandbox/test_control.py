@@ -27,7 +27,8 @@ async def test_state_and_settings(sandbox: Sandbox, http: aiohttp.ClientSession)
     assert state["settings"]["requires_code_grant"] is True
     body = {"requires_code_grant": False, "members_intent_enabled": False, "member_list_cooldown": 1.5}
     async with http.patch(f"{sandbox.base_url}/_sandbox/settings", json=body) as resp:
-        assert (await resp.json())["settings"] == body
+        settings = (await resp.json())["settings"]
+        assert {key: settings[key] for key in body} == body
     assert sandbox.options.requires_code_grant is False
     assert sandbox.options.members_intent_enabled is False
     assert sandbox.options.member_list_cooldown == 1.5
@@ -121,3 +122,62 @@ async def test_a_storm_changes_the_members_it_names_and_refuses_bad_numbers(
     stormed = {m["user"]["id"] for m in sandbox.members(gid) if (m["nick"] or "").startswith("storm ")}
     assert len(sandbox.members(gid)) == len(ids) - 3
     assert stormed == set(ids[:updates]) - set(ids[-3:])
+
+
+async def test_role_write_and_rate_limit_controls(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    gid = sandbox.managed_guilds()[0].id
+    base = f"{sandbox.base_url}/_sandbox/guilds/{gid}"
+    async with http.patch(f"{base}/bot-role", json={"manage_roles": True}) as resp:
+        assert resp.status == 404  # the bot is not in the guild yet
+    sandbox.add_bot(gid)
+    roles = {r.name: r for r in sandbox.world.guild(gid).roles}
+    members = roles["Members"]
+    async with http.patch(f"{base}/bot-role", json={"below": str(members.id), "manage_roles": True}) as resp:
+        role = (await resp.json())["role"]
+    assert (role["id"], role["position"]) == (str(sandbox.bot_role(gid).id), 1)
+    assert int(role["permissions"]) & (1 << 28)
+    async with http.patch(f"{base}/bot-role", json={"position": 99, "manage_roles": False}) as resp:
+        role = (await resp.json())["role"]
+    assert role["position"] == len(roles) - 1 and not int(role["permissions"]) & (1 << 28)
+    for bad in ({"position": "top"}, {"manage_roles": "yes"}, {"position": 2, "below": str(members.id)}):
+        async with http.patch(f"{base}/bot-role", json=bad) as resp:
+            assert resp.status == 400 and "position" in (await resp.json())["error"]
+    sandbox.set_bot_permissions(gid, manage_roles=True)
+
+    async with http.patch(f"{sandbox.base_url}/_sandbox/settings", json={"role_write_limit": 7}) as resp:
+        assert (await resp.json())["settings"]["role_write_limit"] == 7
+    async with http.patch(
+        f"{sandbox.base_url}/_sandbox/settings", json={"global_rate_limit": "many"}
+    ) as resp:
+        assert resp.status == 400
+    async with http.post(f"{base}/silent-role-writes", json={"times": 2}) as resp:
+        assert (await resp.json()) == {"silent_pending": 2}
+    async with http.post(f"{base}/silent-role-writes", json={"times": 0}) as resp:
+        assert resp.status == 400
+    user = next(m for m in sandbox.members(gid) if not m["user"].get("bot"))["user"]["id"]
+    url = f"{sandbox.base_url}/api/v10/guilds/{gid}/members/{user}/roles/{members.id}"
+    headers = {"Authorization": f"Bot {sandbox.bot_token}", "X-Audit-Log-Reason": "sync%20%E2%9C%A8"}
+    async with http.put(url, headers=headers) as resp:
+        assert resp.status == 204
+    async with http.get(f"{base}/role-writes") as resp:
+        listed = await resp.json()
+    assert listed["silent_pending"] == 1
+    (write,) = listed["writes"]
+    assert write["method"] == "PUT" and write["user_id"] == user and write["role_id"] == str(members.id)
+    assert (write["status"], write["reason"], write["silent"], write["changed"]) == (
+        204,
+        "sync ✨",
+        True,
+        False,
+    )
+
+    async with http.put(url, headers={"Authorization": "Bot wrong"}) as resp:
+        assert resp.status == 401
+    async with http.get(f"{sandbox.base_url}/_sandbox/rate-limits") as resp:
+        counters = await resp.json()
+    assert (counters["invalid_requests"], counters["banned"]) == (1, False)
+    (bucket,) = counters["buckets"]
+    assert (bucket["major"], bucket["limit"], bucket["remaining"]) == (str(gid), 7, 6)
+    async with http.post(f"{sandbox.base_url}/_sandbox/rate-limits/reset") as resp:
+        counters = await resp.json()
+    assert (counters["invalid_requests"], counters["buckets"]) == (0, [])

@@ -2,71 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+import discord
 import pytest
-from multidict import CIMultiDictProxy
 
 from sandbox import Sandbox
-from tests.sandbox.discord_schemas import validate_response
+from tests.sandbox.helpers import EventLog, make_client, running
+from tests.sandbox.role_helpers import Bot, joined, refused
 
-ROLE_ROUTE = "PUT /guilds/{guild_id}/members/{user_id}/roles/{role_id}"
-
-
-@dataclass
-class Answer:
-    """A REST answer: status, JSON body (None for 204) and headers."""
-
-    status: int
-    body: Any
-    headers: CIMultiDictProxy[str]
-
-
-@dataclass
-class Guild:
-    """A guild the bot is in, with Manage Roles, and the ids a test writes with."""
-
-    id: int
-    member_id: int
-    roles: dict[str, dict[str, Any]]  # Discord role objects by name
-
-    def role_id(self, name: str) -> int:
-        return int(self.roles[name]["id"])
-
-
-class Bot:
-    """The bot's REST client for role writes."""
-
-    def __init__(self, http: aiohttp.ClientSession, sandbox: Sandbox, auth: str | None = None) -> None:
-        self.http, self.sandbox = http, sandbox
-        self.auth = f"Bot {sandbox.bot_token}" if auth is None else auth
-
-    async def write(
-        self, method: str, guild_id: int, user_id: int | str, role_id: int | str, *, reason: str | None = None
-    ) -> Answer:
-        url = f"{self.sandbox.base_url}/api/v10/guilds/{guild_id}/members/{user_id}/roles/{role_id}"
-        headers = {"Authorization": self.auth} if self.auth else {}
-        if reason is not None:
-            headers["X-Audit-Log-Reason"] = quote(reason)
-        async with self.http.request(method, url, headers=headers) as resp:
-            body = None if resp.status == 204 else await resp.json()
-            return Answer(resp.status, body, resp.headers)
-
-    async def add(self, guild: Guild, role: str, **kw: Any) -> Answer:
-        return await self.write("PUT", guild.id, guild.member_id, guild.role_id(role), **kw)
-
-    async def remove(self, guild: Guild, role: str, **kw: Any) -> Answer:
-        return await self.write("DELETE", guild.id, guild.member_id, guild.role_id(role), **kw)
-
-    async def roles_of(self, guild_id: int, user_id: int) -> list[str]:
-        url = f"{self.sandbox.base_url}/api/v10/guilds/{guild_id}/members/{user_id}"
-        async with self.http.get(url, headers={"Authorization": self.auth}) as resp:
-            roles: list[str] = (await resp.json())["roles"]
-            return roles
+Point = Callable[[Sandbox], None]
 
 
 @pytest.fixture
@@ -78,29 +24,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def bot(http: aiohttp.ClientSession, sandbox: Sandbox) -> Bot:
     return Bot(http, sandbox)
-
-
-async def joined(bot: Bot, index: int = 0, *, manage_roles: bool = True) -> Guild:
-    """Put the bot in a managed guild (its role on top, with or without Manage Roles) and pick a member."""
-    sandbox = bot.sandbox
-    guild_id = sandbox.managed_guilds()[index].id
-    sandbox.add_bot(guild_id)
-    sandbox.set_bot_permissions(guild_id, manage_roles=manage_roles)
-    url = f"{sandbox.base_url}/api/v10/guilds/{guild_id}"
-    async with bot.http.get(url, headers={"Authorization": bot.auth}) as resp:
-        roles = {r["name"]: r for r in (await resp.json())["roles"]}
-    member = next(
-        m
-        for m in sandbox.members(guild_id)
-        if not m["user"].get("bot") and m["user"]["id"] != str(sandbox.user_id)
-    )
-    return Guild(guild_id, int(member["user"]["id"]), roles)
-
-
-def refused(answer: Answer, status: int, code: int) -> bool:
-    """Whether the answer is Discord's error with this status and code, in the shape Discord's spec gives."""
-    validate_response(answer.body, ROLE_ROUTE, "4XX")
-    return (answer.status, answer.body["code"]) == (status, code)
 
 
 async def test_adding_and_removing_a_role_answer_204_and_change_the_member(bot: Bot) -> None:
@@ -195,3 +118,85 @@ async def test_a_role_at_or_above_the_bots_highest_is_missing_permissions(bot: B
     sandbox.move_bot_role(guild.id, position=99)  # back on top
     assert (await bot.remove(guild, "Members")).status == 204
     assert (await bot.add(guild, "Admin")).status == 204
+
+
+async def test_an_injected_silent_success_answers_204_and_changes_nothing(bot: Bot) -> None:
+    guild = await joined(bot)
+    sandbox = bot.sandbox
+    sandbox.silence_role_writes(guild.id, times=2)
+    # A write Discord refuses is refused as ever, and leaves the silent successes for the next ones.
+    assert refused(await bot.write("PUT", guild.id, guild.member_id, guild.id + 99), 404, 10011)
+    for _ in range(2):
+        answer = await bot.add(guild, "Members", reason="silenced")
+        assert (answer.status, answer.body) == (204, None)
+        assert guild.roles["Members"]["id"] not in await bot.roles_of(guild.id, guild.member_id)
+    assert (await bot.add(guild, "Members")).status == 204
+    assert guild.roles["Members"]["id"] in await bot.roles_of(guild.id, guild.member_id)
+    writes = sandbox.recent_role_writes(guild.id)
+    assert [(w.status, w.code, w.changed, w.silent) for w in writes] == [
+        (404, 10011, False, False),
+        (204, None, False, True),
+        (204, None, False, True),
+        (204, None, True, False),
+    ]
+
+
+async def test_a_real_discord_py_client_sees_member_updates_after_changes_and_none_after_no_ops(
+    bot: Bot, point_discord_py: Point
+) -> None:
+    sandbox = bot.sandbox
+    guild = await joined(bot)
+    sandbox.silence_role_writes(guild.id, times=1)
+    point_discord_py(sandbox)
+    client = make_client()
+    log = EventLog(client, "member_update")
+    async with running(client, sandbox):
+        cached = client.get_guild(guild.id)
+        member = cached.get_member(guild.member_id) if cached is not None else None
+        assert member is not None
+        members = discord.Object(guild.role_id("Members"))
+        artists = discord.Object(guild.role_id("🎨 Artists"))
+        await member.add_roles(members, reason="silenced: 204 and nothing")
+        await member.add_roles(artists, reason="linked")
+        _, after = await log.wait("member_update")
+        assert [r.id for r in after.roles[1:]] == [artists.id]
+        await member.add_roles(artists)  # held already: 204, no event
+        await member.remove_roles(members)  # not held: 204, no event
+        await member.remove_roles(artists, reason="unlinked")
+        await log.wait("member_update", lambda _, after: artists.id not in [r.id for r in after.roles])
+        # The gateway keeps order: an event for a no-op or the silent write would have come before this one.
+        assert len(log.events["member_update"]) == 2
+    writes = sandbox.recent_role_writes(guild.id)
+    assert [(w.method, w.status, w.changed, w.silent, w.reason) for w in writes] == [
+        ("PUT", 204, False, True, "silenced: 204 and nothing"),
+        ("PUT", 204, True, False, "linked"),
+        ("PUT", 204, False, False, None),
+        ("DELETE", 204, False, False, None),
+        ("DELETE", 204, True, False, "unlinked"),
+    ]
+
+
+async def test_moving_the_bots_role_reaches_discord_py_as_role_updates(
+    bot: Bot, point_discord_py: Point
+) -> None:
+    sandbox = bot.sandbox
+    guild = await joined(bot)
+    point_discord_py(sandbox)
+    client = make_client()
+    log = EventLog(client, "guild_role_update")
+    async with running(client, sandbox):
+        cached = client.get_guild(guild.id)
+        assert cached is not None and cached.me.top_role.id == sandbox.bot_role(guild.id).id
+        assert cached.me.top_role.position == len(cached.roles) - 1
+        sandbox.move_bot_role(guild.id, below=guild.role_id("Members"))
+        await log.wait("guild_role_update", lambda _, after: after.id == sandbox.bot_role(guild.id).id)
+        await log.wait("guild_role_update", lambda _, after: after.id == guild.role_id("Admin"))
+        assert cached.me.top_role.position == 1
+        members = cached.get_role(guild.role_id("Members"))
+        assert members is not None and cached.me.top_role < members
+        sandbox.set_bot_permissions(guild.id, manage_roles=False)
+        await log.wait(
+            "guild_role_update",
+            lambda before, after: before.permissions.manage_roles and not after.permissions.manage_roles,
+        )
+        assert not cached.me.guild_permissions.manage_roles
