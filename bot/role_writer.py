@@ -6,8 +6,8 @@ time, in the order they were queued.
 
 Discord bans a bot for a while past 10,000 invalid requests (401, 403, 429) in 10 minutes. This worker never
 sends a change twice after a final refusal, sends nothing for a minute to a role (or guild) that just
-answered Missing Permissions (or Missing Access), and stops writing altogether once it has seen
-INVALID_REQUEST_PAUSE of them in 10 minutes.
+answered Missing Permissions (or Missing Access), and stops writing altogether once the fleet has
+been answered INVALID_REQUEST_PAUSE of them in 10 minutes (counted in the database, by every process).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.role_errors import (
@@ -53,6 +53,8 @@ REFUSAL_HOLD_SECONDS = 60.0
 # 10,000 for the whole bot: this leaves room for a fleet of processes and for discord.py's own retries).
 INVALID_WINDOW_SECONDS = 600.0
 INVALID_REQUEST_PAUSE = 300
+PAUSE_RECHECK_SECONDS = 30.0
+INVALID_CHECK_SECONDS = 5.0
 SHUTDOWN_DRAIN_SECONDS = 10.0
 
 
@@ -64,26 +66,16 @@ class RoleRest(Protocol):
     async def member_roles(self, guild_id: int, user_id: int) -> frozenset[int]: ...
 
 
-class InvalidRequests:
-    """The invalid requests (401, 403, 429) this process was answered in the last INVALID_WINDOW_SECONDS."""
+@dataclass(frozen=True, slots=True)
+class InvalidRequestBudget:
+    """How many invalid answers every process together allows itself in Discord's window, and how often a
+    paused worker looks again."""
 
-    def __init__(self, *, window: float, limit: int, clock: Callable[[], float]) -> None:
-        self._window = window
-        self._limit = limit
-        self._clock = clock
-        self._times: deque[float] = deque()
-
-    def note(self) -> None:
-        self._times.append(self._clock())
-
-    def pause_left(self) -> float:
-        """Seconds until fewer than `limit` remain in the window (0: write on)."""
-        now = self._clock()
-        while self._times and self._times[0] <= now - self._window:
-            self._times.popleft()
-        if len(self._times) < self._limit:
-            return 0.0
-        return self._times[len(self._times) - self._limit] + self._window - now
+    limit: int = INVALID_REQUEST_PAUSE
+    window: float = INVALID_WINDOW_SECONDS
+    recheck: float = PAUSE_RECHECK_SECONDS
+    # Between invalid answers of its own, a worker reads the fleet's count at most this often.
+    check_every: float = INVALID_CHECK_SECONDS
 
 
 class RefusalHolds:
@@ -124,6 +116,7 @@ class RoleChangeWriter:
         poll_seconds: float = POLL_SECONDS,
         concurrency: int = CONCURRENCY,
         retry_waits: tuple[float, ...] = RETRY_WAITS,
+        budget: InvalidRequestBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -134,9 +127,10 @@ class RoleChangeWriter:
         self._poll_seconds = poll_seconds
         self._concurrency = concurrency
         self._retry_waits = retry_waits
-        self._invalid = InvalidRequests(
-            window=INVALID_WINDOW_SECONDS, limit=INVALID_REQUEST_PAUSE, clock=clock
-        )
+        self._budget = budget or InvalidRequestBudget()
+        self._clock = clock
+        # When the fleet's count of invalid answers is next read (0: at once).
+        self._next_budget_check = 0.0
         self._holds = RefusalHolds(hold=REFUSAL_HOLD_SECONDS, clock=clock)
         # Unique per run: a restarted process must not pass for the holder of its predecessor's claims.
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -164,20 +158,17 @@ class RoleChangeWriter:
 
     async def _run_forever(self) -> None:
         while True:
-            if pause := self._invalid.pause_left():
-                self._paused_gauge.set(1)
-                log.warning(
-                    "roles.writes_paused seconds=%.0f: too many invalid requests in 10 minutes", pause
-                )
-                await asyncio.sleep(pause)
-                continue
-            self._paused_gauge.set(0)
             try:
+                if await self._over_budget():
+                    self._paused_gauge.set(1)
+                    await asyncio.sleep(self._budget.recheck)
+                    continue
+                self._paused_gauge.set(0)
                 claimed = await self._store.claim_role_changes(
                     self.holder, lease=LEASE_SECONDS, limit=self._concurrency
                 )
             except StoreUnavailableError as exc:
-                log.warning("roles.claim_failed reason=%s", exc.reason)
+                log.warning("roles.store_failed reason=%s", exc.reason)
                 await asyncio.sleep(max(self._poll_seconds, 1.0))
                 continue
             if not claimed:
@@ -188,6 +179,28 @@ class RoleChangeWriter:
                 await asyncio.gather(*(self._settle(change) for change in claimed))
             finally:
                 self._idle.set()
+
+    async def _over_budget(self) -> bool:
+        """Whether the fleet was answered `limit` invalid requests within the window (read now and then)."""
+        if self._clock() < self._next_budget_check:
+            return False
+        count = await self._store.count_invalid_requests(window=self._budget.window)
+        if count >= self._budget.limit:
+            log.warning(
+                "roles.writes_paused invalid_requests=%d window=%.0f: Discord bans past 10,000",
+                count,
+                self._budget.window,
+            )
+            return True
+        self._next_budget_check = self._clock() + self._budget.check_every
+        return False
+
+    async def _note_invalid(self) -> None:
+        self._next_budget_check = 0.0
+        try:
+            await self._store.note_invalid_request(window=self._budget.window)
+        except StoreUnavailableError as exc:
+            log.warning("roles.invalid_request_not_counted reason=%s", exc.reason)
 
     async def _settle(self, change: RoleChange) -> None:
         """One attempt at a change, and its record; a store that fails leaves it to its lease."""
@@ -219,7 +232,7 @@ class RoleChangeWriter:
 
     async def _refused(self, change: RoleChange, error: RoleWriteError) -> None:
         if error.invalid_request:
-            self._invalid.note()
+            await self._note_invalid()
         attempt = change.attempts + 1
         if error.retryable and attempt < MAX_ATTEMPTS:
             wait = self._retry_waits[min(attempt, len(self._retry_waits)) - 1]

@@ -223,3 +223,9 @@ class Store(Protocol):
 
     async def retry_role_change(self, change_id: int, holder: str, *, after: float) -> bool:
         """Count one attempt more and let the change be claimed again `after` seconds from now; False unless held."""
+
+    async def note_invalid_request(self, *, window: float) -> None:
+        """Count one invalid answer (401, 403, 429) from Discord, for every process; forget those past `window` s."""
+
+    async def count_invalid_requests(self, *, window: float) -> int:
+        """Invalid answers noted by any process in the last `window` seconds."""

@@ -179,3 +179,18 @@ class PostgresRoleChanges:
                 timedelta(seconds=after),
             )
         return bool(status == "UPDATE 1")
+
+    async def note_invalid_request(self, *, window: float) -> None:
+        async with self._transaction(durable=False) as conn:
+            await conn.execute(
+                "DELETE FROM discord_invalid_requests WHERE at <= clock_timestamp() - $1::interval",
+                timedelta(seconds=window),
+            )
+            await conn.execute("INSERT INTO discord_invalid_requests (at) VALUES (clock_timestamp())")
+
+    async def count_invalid_requests(self, *, window: float) -> int:
+        rows = await self._fetch(
+            "SELECT COUNT(*) FROM discord_invalid_requests WHERE at > clock_timestamp() - $1::interval",
+            timedelta(seconds=window),
+        )
+        return int(rows[0][0])

@@ -176,3 +176,17 @@ class SqliteRoleChanges:
                 (_time(now + timedelta(seconds=after)), _time(now), change_id, holder),
             )
             return cursor.rowcount == 1
+
+    async def note_invalid_request(self, *, window: float) -> None:
+        now = datetime.now(UTC)
+        async with self._transaction(durable=False) as db:
+            await db.execute(
+                "DELETE FROM discord_invalid_requests WHERE at <= ?",
+                (_time(now - timedelta(seconds=window)),),
+            )
+            await db.execute("INSERT INTO discord_invalid_requests (at) VALUES (?)", (_time(now),))
+
+    async def count_invalid_requests(self, *, window: float) -> int:
+        since = _time(datetime.now(UTC) - timedelta(seconds=window))
+        rows = await self._fetchall("SELECT COUNT(*) FROM discord_invalid_requests WHERE at > ?", (since,))
+        return int(rows[0][0])

@@ -140,7 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) AS drawn WHERE up_to > 0;
     """,
     # 9: the queue of role changes, as SQLite's step 9; workers of every process claim with FOR UPDATE SKIP
-    # LOCKED and a lease.
+    # LOCKED and a lease; the invalid answers every process counts together.
     """
     CREATE TABLE role_changes (
         id BIGSERIAL PRIMARY KEY,
@@ -162,5 +162,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX role_changes_pending ON role_changes (guild_id, user_id, id) WHERE status = 'pending';
     CREATE INDEX role_changes_of_guild ON role_changes (guild_id, id);
+    CREATE TABLE discord_invalid_requests (
+        at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX discord_invalid_requests_at ON discord_invalid_requests (at);
     """,
 )

@@ -140,7 +140,8 @@ MIGRATIONS: tuple[str | None, ...] = (
     """,
     # 9: the queue of role changes the backend asked for (PUT/DELETE .../roles/{role_id}). A change is claimed
     # by one worker until `claimed_until` (a lease: one whose holder died is taken again after it); a member's
-    # changes are applied in id order.
+    # changes are applied in id order. Discord's invalid answers (401, 403, 429) to the bot's role writes, kept
+    # 10 minutes, so that every process of a fleet counts them together.
     """
     CREATE TABLE role_changes (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -162,5 +163,9 @@ MIGRATIONS: tuple[str | None, ...] = (
     );
     CREATE INDEX role_changes_pending ON role_changes (guild_id, user_id, id) WHERE status = 'pending';
     CREATE INDEX role_changes_of_guild ON role_changes (guild_id, id);
+    CREATE TABLE discord_invalid_requests (
+        at TEXT NOT NULL
+    );
+    CREATE INDEX discord_invalid_requests_at ON discord_invalid_requests (at);
     """,
 )

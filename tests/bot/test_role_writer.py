@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import pytest
 
 from bot.role_errors import NOT_TAKEN, RoleWriteError
-from bot.role_writer import MAX_ATTEMPTS, InvalidRequests, RoleChangeWriter
+from bot.role_writer import MAX_ATTEMPTS, InvalidRequestBudget, RoleChangeWriter
 from metrics import Metrics
 from store import (
     EventType,
@@ -232,14 +232,33 @@ async def test_two_workers_on_one_database_never_write_one_change_twice(
         assert [w[3] for w in discord.writes if w[2] == user_id] == [500, 501, 502]
 
 
-def test_past_the_invalid_request_limit_the_worker_pauses_until_the_window_clears() -> None:
-    now = [1000.0]
-    window = InvalidRequests(window=600.0, limit=3, clock=lambda: now[0])
-    for _ in range(3):
-        assert window.pause_left() == 0.0
-        window.note()
-        now[0] += 10
-    # Three in the window: paused until the first is ten minutes old.
-    assert window.pause_left() == pytest.approx(1000 + 600 - 1030)
-    now[0] = 1600.0
-    assert window.pause_left() == 0.0
+async def test_past_the_fleets_invalid_request_budget_writes_pause_until_the_window_clears(
+    database_url: str, store: Store, discord: ScriptedDiscord
+) -> None:
+    metrics = Metrics()
+    budget = InvalidRequestBudget(limit=3, window=1.0, recheck=0.05, check_every=0.0)
+    # Two answered to another process, one to this one: the budget is the fleet's.
+    async with open_store(database_url) as other_process:
+        await other_process.note_invalid_request(window=budget.window)
+        await other_process.note_invalid_request(window=budget.window)
+    # Missing Permissions for role 500 holds that role only: the change of role 501 is sent once writes go on.
+    discord.errors = [RoleWriteError(403, 50013, "Missing Permissions")]
+    refused = await queue(store, 1)
+    writer = RoleChangeWriter(
+        store, discord, supervisor=Supervisor(metrics), metrics=metrics, poll_seconds=0.01, budget=budget
+    )
+    writer.start()
+    try:
+        await settled(store, refused)
+        waiting = await queue(store, 2, role_id=501)
+
+        async def paused() -> bool:
+            return metrics.registry.get_sample_value("guildlink_role_writes_paused") == 1
+
+        await eventually(paused)
+        assert [write[0] for write in discord.writes] == [refused]
+        # A second later the three have left the window: writes go on.
+        assert (await settled(store, waiting)).status is RoleChangeStatus.APPLIED
+        assert metrics.registry.get_sample_value("guildlink_role_writes_paused") == 0
+    finally:
+        await writer.close()

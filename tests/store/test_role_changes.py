@@ -11,6 +11,7 @@ from store import (
     RoleChangeRequest,
     RoleChangeStatus,
     Store,
+    open_store,
 )
 from tests.harness import eventually
 from tests.store.records import a_link
@@ -183,3 +184,27 @@ async def test_a_guilds_changes_are_listed_newest_first(store: Store) -> None:
     ids = [await queued(store, asked(user_id)) for user_id in range(1, 5)]
     await queued(store, asked(1, guild_id=8))
     assert [c.id for c in await store.list_role_changes(7, limit=3)] == ids[::-1][:3]
+
+
+async def test_invalid_requests_are_counted_for_every_process_within_their_window(
+    store: Store, database_url: str
+) -> None:
+    assert await store.count_invalid_requests(window=600) == 0
+    async with open_store(database_url) as other_process:
+        for _ in range(3):
+            await store.note_invalid_request(window=600)
+        await other_process.note_invalid_request(window=600)
+        assert (
+            await store.count_invalid_requests(window=600)
+            == 4
+            == await other_process.count_invalid_requests(window=600)
+        )
+
+    async def forgotten() -> bool:
+        return await store.count_invalid_requests(window=0.2) == 0
+
+    await eventually(forgotten)
+    assert await store.count_invalid_requests(window=600) == 4
+    # A note prunes what is past its window.
+    await store.note_invalid_request(window=0.2)
+    assert await store.count_invalid_requests(window=600) == 1
