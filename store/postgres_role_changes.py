@@ -124,6 +124,14 @@ class PostgresRoleChanges:
         return [_change(row) for row in rows]
 
     async def claim_role_changes(self, holder: str, *, lease: float, limit: int) -> list[RoleChange]:
+        # Read first: an idle worker asks every half second, and needs no write transaction to learn that
+        # nothing is due.
+        due = await self._fetch(
+            "SELECT 1 FROM role_changes WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()"
+            " AND (claimed_until IS NULL OR claimed_until <= clock_timestamp()) LIMIT 1"
+        )
+        if not due:
+            return []
         async with self._transaction(durable=False) as conn:
             # A row another claim holds is skipped, not waited for; the member's later changes stay behind it
             # (NOT EXISTS sees it pending). A row claimed and committed meanwhile is rechecked by the server

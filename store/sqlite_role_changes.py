@@ -125,6 +125,15 @@ class SqliteRoleChanges:
 
     async def claim_role_changes(self, holder: str, *, lease: float, limit: int) -> list[RoleChange]:
         now = datetime.now(UTC)
+        # Read first, on the reader: an idle worker asks every half second, and must not take the file's write
+        # lock (nor count as a failed write while the disk is full) to learn that nothing is due.
+        due = await self._fetchall(
+            "SELECT 1 FROM role_changes WHERE status = 'pending' AND next_attempt_at <= ?1"
+            " AND (claimed_until IS NULL OR claimed_until <= ?1) LIMIT 1",
+            (_time(now),),
+        )
+        if not due:
+            return []
         async with (
             self._transaction(durable=False) as db,
             db.execute(
