@@ -14,6 +14,8 @@ MISSING_PERMISSIONS = 50013
 # Answered to a change whose write Discord took with a success that the member, read back, does not show
 # (seen on Discord: discord-api-docs issue 6074).
 NOT_TAKEN = "Discord answered success but the member's roles did not change"
+# Answered, without a request to Discord, to a change whose guild was unlinked before its turn came.
+UNLINKED = "the guild was unlinked before the change was applied"
 
 
 class RoleWriteError(Exception):

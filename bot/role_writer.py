@@ -27,6 +27,7 @@ from bot.role_errors import (
     MISSING_PERMISSIONS,
     NOT_TAKEN,
     UNKNOWN_GUILD,
+    UNLINKED,
     RoleWriteError,
     explain,
 )
@@ -214,6 +215,11 @@ class RoleChangeWriter:
     async def _attempt(self, change: RoleChange) -> None:
         if held := self._holds.held(change):
             await self._finish(change, RoleChangeOutcome(RoleChangeStatus.FAILED, *held))
+            return
+        link = await self._store.get_link(change.guild_id)
+        if link is None or not link.active:
+            # Queued before an unlink: the bot has left (or is leaving) the guild, and the backend let it go.
+            await self._finish(change, RoleChangeOutcome(RoleChangeStatus.FAILED, None, UNLINKED))
             return
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT):

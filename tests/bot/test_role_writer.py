@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
-from bot.role_errors import NOT_TAKEN, RoleWriteError
+from bot.role_errors import NOT_TAKEN, UNLINKED, RoleWriteError
 from bot.role_writer import MAX_ATTEMPTS, InvalidRequestBudget, RoleChangeWriter
 from metrics import Metrics
 from store import (
@@ -262,3 +262,14 @@ async def test_past_the_fleets_invalid_request_budget_writes_pause_until_the_win
         assert metrics.registry.get_sample_value("guildlink_role_writes_paused") == 0
     finally:
         await writer.close()
+
+
+async def test_a_change_whose_guild_was_unlinked_before_its_turn_fails_without_a_request(
+    store: Store, discord: ScriptedDiscord
+) -> None:
+    change_id = await queue(store, 1)
+    await store.deactivate_link(GUILD)
+    async with running_writer(store, discord):
+        done = await settled(store, change_id)
+    assert (done.status, done.error_code, done.error_reason) == (RoleChangeStatus.FAILED, None, UNLINKED)
+    assert discord.writes == []
