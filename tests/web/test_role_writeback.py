@@ -141,10 +141,11 @@ async def test_a_429_then_a_503_are_retried_and_the_change_applied(make_sandbox:
 
 
 async def test_a_change_pending_when_the_process_stops_is_applied_after_the_restart(
-    make_sandbox: Any, tmp_path: Path
+    make_sandbox: Any, tmp_path: Path, database_url: str
 ) -> None:
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=50))
-    async with world(sandbox, tmp_path) as w:
+    env = {"DATABASE_URL": database_url}
+    async with world(sandbox, tmp_path, env=env) as w:
         guild_id, user_id = await linked(w)
         members = role_id(sandbox, guild_id, "Members")
         # Discord fails the first tries: the change is still pending when the process stops.
@@ -162,7 +163,7 @@ async def test_a_change_pending_when_the_process_stops_is_applied_after_the_rest
     async with open_store(database_url) as store:
         change = await store.get_role_change(int(change_id))
         assert change is not None and change.status is RoleChangeStatus.PENDING
-    async with world(sandbox, tmp_path) as w:
+    async with world(sandbox, tmp_path, env=env) as w:
         body = await settled(w.browser, change_id, within=20)
         assert body["status"] == "applied" and members in roles_of(sandbox, guild_id, user_id)
 
