@@ -137,6 +137,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.role_changes = Counter(
+            "guildlink_role_changes",
+            "Role change attempts by outcome: applied, failed (for good), retried (429, 5xx or no answer: tried"
+            " again later)",
+            ["result"],
+            registry=r,
+        )
+        self.role_writes_paused = Gauge(
+            "guildlink_role_writes_paused",
+            "1 while this process writes no roles: too many invalid requests (401, 403, 429) in 10 minutes",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

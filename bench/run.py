@@ -6,10 +6,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bench import api_guilds, fleet_flows, link_flows, startup, storage, storm, sync, webhooks
+from bench import api_guilds, fleet_flows, link_flows, role_changes, startup, storage, storm, sync, webhooks
 from bench.common import BenchArgs, Table, parse_bench_args, report
 
-BENCHMARKS = (sync, storage, link_flows, fleet_flows, startup, api_guilds, storm, webhooks)
+BENCHMARKS = (sync, storage, link_flows, fleet_flows, startup, api_guilds, storm, webhooks, role_changes)
 
 
 async def run_all(args: BenchArgs) -> list[Table]:

@@ -29,6 +29,8 @@ from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
 from bot.read_valve import ReadValve
+from bot.role_rest import DiscordRoleRest
+from bot.role_writer import RoleChangeWriter
 from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
@@ -143,6 +145,13 @@ class GuildlinkBot(discord.AutoShardedClient):
             valve=self.read_valve,
             resync=self.links.resync,
         )
+        # Role changes the backend queued, written through discord.py's REST client (its rate limits).
+        self.role_writer = RoleChangeWriter(
+            store,
+            DiscordRoleRest(self.http),
+            supervisor=self.supervisor,
+            metrics=self.metrics,
+        )
         self._install_raw_handlers()
 
     def _install_raw_handlers(self) -> None:
@@ -229,12 +238,14 @@ class GuildlinkBot(discord.AutoShardedClient):
     async def setup_hook(self) -> None:
         await self.links.load()
         self.member_events.start()
+        self.role_writer.start()
         await self.check_application()
 
     async def close(self) -> None:
         await self.presence.close()
         await self.member_sync.close()
         await self.member_events.close()
+        await self.role_writer.close()
         self.read_valve.close()
         await super().close()
         if orphans := await close_orphaned_connections(self):

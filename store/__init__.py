@@ -37,9 +37,18 @@ from store.models import (
     WebhookCursor,
 )
 from store.postgres import PostgresStore
+from store.role_changes import (
+    MAX_AUDIT_REASON,
+    RoleAction,
+    RoleChange,
+    RoleChangeOutcome,
+    RoleChangeRequest,
+    RoleChangeStatus,
+)
 from store.sqlite import SqliteStore
 
 __all__ = [
+    "MAX_AUDIT_REASON",
     "Event",
     "EventType",
     "GuildLock",
@@ -56,6 +65,11 @@ __all__ = [
     "PostgresStore",
     "PrunedEvents",
     "RefConflictError",
+    "RoleAction",
+    "RoleChange",
+    "RoleChangeOutcome",
+    "RoleChangeRequest",
+    "RoleChangeStatus",
     "ScrubReason",
     "SqliteStore",
     "Store",

@@ -26,6 +26,7 @@ from store.models import (
     WebhookBacklog,
     WebhookCursor,
 )
+from store.role_changes import RoleChange, RoleChangeOutcome, RoleChangeRequest
 
 
 class GuildLock(Protocol):
@@ -207,3 +208,39 @@ class Store(Protocol):
 
     async def note_webhook_failure(self, retry_at: datetime) -> int:
         """Count one more failure of the next event, to be tried again at `retry_at`; return the count."""
+
+    # Role changes the backend asked for: a durable queue, applied by the bot's workers in every process.
+    async def queue_role_change(self, request: RoleChangeRequest) -> RoleChange | None:
+        """Queue the change, announced as role_change.queued; None (nothing written) unless the guild is linked.
+
+        If the member's latest pending change of this role is the same action, that change is returned and
+        nothing is written: repeating a request never queues it twice.
+        """
+
+    async def get_role_change(self, change_id: int) -> RoleChange | None: ...
+
+    async def list_role_changes(self, guild_id: int, *, limit: int = 50) -> list[RoleChange]:
+        """The guild's latest role changes, newest first."""
+
+    async def claim_role_changes(self, holder: str, *, lease: float, limit: int) -> list[RoleChange]:
+        """Up to `limit` due pending changes, each its member's oldest pending one, held by `holder` for `lease` s.
+
+        A change held by anyone else whose lease has not run out is not claimed; oldest first.
+        """
+
+    async def finish_role_change(
+        self, change_id: int, holder: str, outcome: RoleChangeOutcome
+    ) -> RoleChange | None:
+        """Record the change applied or failed (one attempt more), announced in the same transaction.
+
+        None, and nothing written, unless `holder` still holds it (its lease ran out and another took it).
+        """
+
+    async def retry_role_change(self, change_id: int, holder: str, *, after: float) -> bool:
+        """Count one attempt more and let the change be claimed again `after` seconds from now; False unless held."""
+
+    async def note_invalid_request(self, *, window: float) -> None:
+        """Count one invalid answer (401, 403, 429) from Discord, for every process; forget those past `window` s."""
+
+    async def count_invalid_requests(self, *, window: float) -> int:
+        """Invalid answers noted by any process in the last `window` seconds."""

@@ -167,6 +167,10 @@ class EventType(StrEnum):
     # a user removed the app (its guild_id is 0: no guild).
     GUILD_INSTALL_REFUSED = "guild.install_refused"
     APP_DEAUTHORIZED = "app.deauthorized"
+    # A role change the backend asked for (store/role_changes.py), announced as queued, then applied or failed.
+    ROLE_CHANGE_QUEUED = "role_change.queued"
+    ROLE_CHANGE_APPLIED = "role_change.applied"
+    ROLE_CHANGE_FAILED = "role_change.failed"
 
 
 MEMBER_EVENTS = {
@@ -254,13 +258,24 @@ class EventSubject(NamedTuple):
 
 
 _NO_SUBJECT = EventSubject(None, False)
+# Events naming a user by id alone (in data's user_id): found by an export, nothing to scrub.
+_ID_ONLY_EVENTS = frozenset(
+    {
+        EventType.MEMBER_LEFT,
+        EventType.USER_ERASED,
+        EventType.APP_DEAUTHORIZED,
+        EventType.ROLE_CHANGE_QUEUED,
+        EventType.ROLE_CHANGE_APPLIED,
+        EventType.ROLE_CHANGE_FAILED,
+    }
+)
 
 
 def event_subject(kind: EventType, data: dict[str, Any]) -> EventSubject:
     """Whose data an event of `kind` with `data` holds: the member, or the admin who linked the guild."""
     if kind is EventType.MEMBER_JOINED or kind is EventType.MEMBER_UPDATED:
         return EventSubject(int(data["member"]["id"]), True)
-    if kind is EventType.MEMBER_LEFT or kind is EventType.USER_ERASED or kind is EventType.APP_DEAUTHORIZED:
+    if kind in _ID_ONLY_EVENTS:
         return EventSubject(int(data["user_id"]), False)
     if kind is EventType.GUILD_LINKED:
         return EventSubject(int(data["linked_by"]["id"]), True)

@@ -48,6 +48,7 @@ from store.models import (
 )
 from store.postgres_errors import LOST_CONNECTION, unavailable_on_failure
 from store.postgres_locks import LOCKS_APPLICATION_NAME, PostgresGuildLock, PostgresGuildLocks
+from store.postgres_role_changes import PostgresRoleChanges
 from store.postgres_sessions import check_sessions_are_own, connect_session
 from store.reconcile import (
     AnnouncedEvent,
@@ -195,7 +196,7 @@ def _rowcount(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore:
+class PostgresStore(PostgresRoleChanges):
     """The store on one PostgreSQL database, shared by any number of guildlink processes."""
 
     def __init__(
@@ -952,6 +953,12 @@ class PostgresStore:
             list(UNFINISHED_PHASES),
         )
         return [_link(row) for row in rows]
+
+    async def _add_feed_events(
+        self, conn: asyncpg.Connection, events: Sequence[AnnouncedEvent], at: datetime
+    ) -> None:
+        """The feed's writer, for the role-change methods (store/postgres_role_changes.py)."""
+        await _add_events(conn, events, at)
 
     async def notify(self, channel: str, payload: str) -> None:
         """NOTIFY `channel` with `payload`: every session LISTENing on it, in any process, hears it once."""

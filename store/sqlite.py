@@ -62,6 +62,7 @@ from store.reconcile import (
     synced_state,
 )
 from store.sqlite_locks import FileGuildLocks, SqliteGuildLock
+from store.sqlite_role_changes import SqliteRoleChanges
 from store.write_failures import WriteFailureMemory
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ async def _add_events(db: aiosqlite.Connection, events: Sequence[AnnouncedEvent]
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteRoleChanges):
     """The store on one SQLite file; writes are serialized, reads use their own connection."""
 
     def __init__(
@@ -567,6 +568,12 @@ class SqliteStore:
                 cursor = await db.execute("SELECT 1 FROM links WHERE guild_id = ?", (guild_id,))
                 found = await cursor.fetchone() is not None
         return found
+
+    async def _add_feed_events(
+        self, db: aiosqlite.Connection, events: Sequence[AnnouncedEvent], at: datetime
+    ) -> None:
+        """The feed's writer, for the role-change methods (store/sqlite_role_changes.py)."""
+        await _add_events(db, events, at)
 
     async def announce(self, kind: EventType, guild_id: int, data: dict[str, Any]) -> None:
         async with self._transaction() as db:

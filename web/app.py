@@ -12,7 +12,7 @@ from handoff import BotStatusSource, DirectHandoff, GuildLinker, HandoffStatusSo
 from metrics import Metrics
 from store import Store
 from supervision import Supervisor
-from web import api, discord_events, health, link_flow, metrics_page, user_data
+from web import api, discord_events, health, link_flow, metrics_page, role_changes, user_data
 from web.admin.app import mount_console
 from web.api import api_auth_middleware
 from web.departed_scrub import departed_scrub
@@ -96,6 +96,7 @@ def create_app(
         app[UNCALLED_INSTALLS] = installs
         app.cleanup_ctx.append(installs.running)
         app.add_routes(discord_events.routes)
+    app.add_routes(role_changes.routes)
     app.router.add_get("/static/{name}", static_file)
     mount_console(app, settings)
     return app

@@ -140,8 +140,34 @@ MIGRATIONS: tuple[str | None, ...] = (
         ) AS up_to
     ) AS drawn WHERE up_to > 0;
     """,
-    # 9: reserved for the role write-back queue.
-    None,
+    # 9: the queue of role changes, as SQLite's step 9; workers of every process claim with FOR UPDATE SKIP
+    # LOCKED and a lease; the invalid answers every process counts together.
+    """
+    CREATE TABLE role_changes (
+        id BIGSERIAL PRIMARY KEY,
+        guild_id BIGINT NOT NULL,
+        user_id BIGINT NOT NULL,
+        role_id BIGINT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('add', 'remove')),
+        reason TEXT CHECK (length(reason) <= 512),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'failed')),
+        error_code INTEGER,
+        error_reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        applied_at TIMESTAMPTZ,
+        next_attempt_at TIMESTAMPTZ NOT NULL,
+        claimed_by TEXT,
+        claimed_until TIMESTAMPTZ
+    );
+    CREATE INDEX role_changes_pending ON role_changes (guild_id, user_id, id) WHERE status = 'pending';
+    CREATE INDEX role_changes_of_guild ON role_changes (guild_id, id);
+    CREATE TABLE discord_invalid_requests (
+        at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX discord_invalid_requests_at ON discord_invalid_requests (at);
+    """,
     # 10: whose data each event holds (user_id, personal) and the departed-data scrub's mark. As SQLite's step 10.
     """
     ALTER TABLE events ADD COLUMN user_id BIGINT;

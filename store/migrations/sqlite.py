@@ -138,8 +138,36 @@ MIGRATIONS: tuple[str | None, ...] = (
         ) AS up_to
     ) WHERE up_to > 0;
     """,
-    # 9: reserved for the role write-back queue.
-    None,
+    # 9: the queue of role changes the backend asked for (PUT/DELETE .../roles/{role_id}). A change is claimed
+    # by one worker until `claimed_until` (a lease: one whose holder died is taken again after it); a member's
+    # changes are applied in id order. Discord's invalid answers (401, 403, 429) to the bot's role writes, kept
+    # 10 minutes, so that every process of a fleet counts them together.
+    """
+    CREATE TABLE role_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        role_id INTEGER NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('add', 'remove')),
+        reason TEXT CHECK (length(reason) <= 512),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'failed')),
+        error_code INTEGER,
+        error_reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        applied_at TEXT,
+        next_attempt_at TEXT NOT NULL,
+        claimed_by TEXT,
+        claimed_until TEXT
+    );
+    CREATE INDEX role_changes_pending ON role_changes (guild_id, user_id, id) WHERE status = 'pending';
+    CREATE INDEX role_changes_of_guild ON role_changes (guild_id, id);
+    CREATE TABLE discord_invalid_requests (
+        at TEXT NOT NULL
+    );
+    CREATE INDEX discord_invalid_requests_at ON discord_invalid_requests (at);
+    """,
     # 10: whose data each event holds, so that erasing a user, unlinking a guild and a member's leave can scrub it.
     # user_id: the member (member.*) or the admin who linked (guild.linked); personal: the data holds more of
     # them than the id, until scrubbed. feed_scrub: how far the scrub of departed members' data has walked.

@@ -33,6 +33,7 @@ def test_every_benchmark_runs_and_reports_a_table(tmp_path: Path) -> None:
         "GET /api/guilds",
         "Member-event storm",
         "Webhooks",
+        "Role changes applied per second",
     ):
         assert f"### {title}" in text, f"no {title} table in:\n{text}"
     # Every table has its header and at least one row of figures.

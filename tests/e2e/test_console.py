@@ -17,7 +17,7 @@ from playwright.async_api import BrowserContext, ConsoleMessage, Page, ViewportS
 
 from lifecycle import Running
 from sandbox import Sandbox, SandboxOptions
-from store import SyncPhase, SyncState
+from store import RoleAction, RoleChangeRequest, RoleChangeStatus, SyncPhase, SyncState
 from tests.harness import browser, eventually, free_port, is_synced, settings_for, started
 
 API_TOKEN = "test-api-token-" + "x" * 32
@@ -84,6 +84,23 @@ async def _sync_state(
     count = (await running.store.count_members(guild_id)) or None
     sync = SyncState(guild_id, phase, members_stored=stored, member_count=count, error=error)
     assert await running.store.save_sync_state(sync)
+
+
+async def _failed_role_changes(running: Running, guild_id: int) -> None:
+    """Role changes with the longest reasons, refused by Discord (the bot lacks Manage Roles) and recorded."""
+    user_id = (await running.store.list_members(guild_id, limit=1))[0].user_id
+    queued = [
+        await running.store.queue_role_change(
+            RoleChangeRequest(guild_id, user_id, 9_223_372_036_854_775_000 + n, RoleAction.ADD, "r" * 512)
+        )
+        for n in range(2)
+    ]
+
+    async def failed() -> bool:
+        changes = [await running.store.get_role_change(c.id) for c in queued if c is not None]
+        return all(c is not None and c.status is RoleChangeStatus.FAILED for c in changes)
+
+    await eventually(failed, within=10)
 
 
 async def test_an_operator_signs_in_watches_syncs_browses_members_unlinks_and_signs_out(
@@ -210,6 +227,7 @@ async def test_every_console_page_fits_a_375_px_phone_without_sideways_scrolling
             10,
             error="Discord closed the gateway (4000): " + "x" * 80,
         )
+        await _failed_role_changes(running, longest.id)
         page = await browser_context.new_page()
         problems = _watch_console(page)
         sizes = ((DESK, "desk"), (PHONE, "phone"))

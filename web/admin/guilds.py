@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 PAGE_SIZE = 50
+# A server's latest role changes shown on its page.
+ROLE_CHANGES_SHOWN = 20
 MAX_SEARCH_LENGTH = 100
 # What the list says of each sync phase; the script shows the same words (sync.json carries them).
 PHASE_LABELS = {
@@ -161,6 +163,9 @@ async def members(request: web.Request) -> web.Response:
         search=search,
         paged=after > 0,
         next_after=str(shown[-1].user_id) if len(found) > PAGE_SIZE else None,
+        role_changes=await store.list_role_changes(guild_id, limit=ROLE_CHANGES_SHOWN)
+        if guild.link.active
+        else [],
     )
 
 
