@@ -76,7 +76,8 @@ async def main(args: BenchArgs) -> list[Table]:
 async def measure(changes: int) -> Run:
     (port,) = free_ports(1)
     redirect_uri = f"http://localhost:{port}/authorize-discord"
-    async with sandbox_process(members=changes + 50, redirect_uris=[redirect_uri]) as sandbox:
+    # About half of the sandbox's members hold the role already: three times as many leave room to pick from.
+    async with sandbox_process(members=changes * 3 + 50, redirect_uris=[redirect_uri]) as sandbox:
         guild_id, admin_id, role_id, users = await prepare(sandbox, changes)
         with tempfile.TemporaryDirectory(prefix="guildlink-bench-roles-") as folder:
             data_dir = Path(folder)
