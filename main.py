@@ -309,7 +309,8 @@ def settings_epilog() -> str:
     lines = ["settings (from the environment, or NAME=value lines in --env-file; the environment wins):"]
     for info in SETTINGS_TABLE:
         text = f"{info.meaning} [default: {info.help_default}]"
-        wrapped = textwrap.wrap(text, 100 - width - 2) or [""]
+        # Not at hyphens: a default such as the redirect URI must stay whole to be copied.
+        wrapped = textwrap.wrap(text, 100 - width - 2, break_on_hyphens=False) or [""]
         lines.append(f"  {info.name:<{width}}{wrapped[0]}")
         lines.extend(f"  {'':<{width}}{more}" for more in wrapped[1:])
     lines += [

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from config import SETTINGS_TABLE, Secret, SettingsError, masked_database_url, masked_url, parse_settings
+from config import (
+    SETTINGS_TABLE,
+    Secret,
+    Settings,
+    SettingsError,
+    masked_database_url,
+    masked_url,
+    parse_settings,
+)
 from web.tls import server_ssl_context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,12 +237,37 @@ def test_the_settings_table_lists_exactly_the_variables_parse_settings_reads() -
     assert read == {info.name for info in SETTINGS_TABLE}
 
 
-def test_every_setting_is_in_the_readme_and_the_env_example() -> None:
-    readme = (ROOT / "README.md").read_text()
+def readme_settings_rows() -> list[str]:
+    """The README's settings table as the declarations make it: one row per setting, in their order."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS_TABLE:
+        plain = setting.shown_default is not None or setting.required or setting.default is None
+        default = setting.help_default if plain else f"`{setting.help_default}`"
+        rows.append(f"| `{setting.name}` | {default} | {setting.help} |")
+    return rows
+
+
+def test_the_readmes_settings_table_is_exactly_the_declarations_and_the_env_example_names_each() -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("| variable | default | meaning |")
+    end = next((i for i in range(start, len(readme)) if not readme[i].startswith("|")), len(readme))
+    expected = readme_settings_rows()
+    assert readme[start:end] == expected, "README.md's settings table should read:\n" + "\n".join(expected)
     example = (ROOT / ".env.example").read_text()
-    for info in SETTINGS_TABLE:
-        assert f"`{info.name}`" in readme, info.name
-        assert info.name in example, info.name
+    named = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    assert named == {setting.name for setting in SETTINGS_TABLE}
+
+
+def test_settings_has_one_field_per_declaration() -> None:
+    assert [setting.attribute for setting in SETTINGS_TABLE] == [field.name for field in fields(Settings)]
+    assert len({setting.name for setting in SETTINGS_TABLE}) == len(SETTINGS_TABLE)
+
+
+def test_help_shows_each_settings_help_as_plain_text() -> None:
+    retention = next(setting for setting in SETTINGS_TABLE if setting.name == "EVENT_RETENTION_DAYS")
+    assert "[The event feed](#the-event-feed)" in retention.help and "`" in retention.help
+    assert "see The event feed)" in retention.meaning and "`" not in retention.meaning
+    assert "[" not in retention.meaning and "(#" not in retention.meaning
 
 
 def test_an_https_redirect_uri_behind_a_trusted_proxy_needs_no_certificate_of_ours() -> None:
