@@ -10,7 +10,17 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from store import EventType, MemberChange, MemberChangeKind, Store, is_postgres_url, open_store, sqlite_path
+from store import (
+    EventType,
+    MemberChange,
+    MemberChangeKind,
+    RoleAction,
+    RoleChangeRequest,
+    Store,
+    is_postgres_url,
+    open_store,
+    sqlite_path,
+)
 from tests.store.records import a_leave, a_link, a_member, an_update
 
 ADMIN = 42
@@ -228,3 +238,17 @@ async def test_the_step_that_names_each_events_user_fills_it_in_for_the_feed_alr
         assert await store.scrub_departed(datetime.now(UTC) + timedelta(seconds=1)) == 1
         erased = await store.erase_user(USER)
         assert erased.events_scrubbed == 2  # the two guild.linked; both joins were scrubbed already
+
+
+async def test_an_export_lists_the_role_changes_asked_for_the_user(store: Store) -> None:
+    await store.save_link(a_link(7))
+    await store.apply_member_changes([a_join(7, USER)])
+    change = await store.queue_role_change(RoleChangeRequest(7, USER, 555, RoleAction.ADD, "promoted"))
+    assert change is not None
+
+    data = await store.export_user(USER, event_limit=100)
+
+    assert [(e.type.value, e.data.get("id")) for e in data.events] == [
+        ("member.joined", None),
+        ("role_change.queued", str(change.id)),
+    ]
