@@ -146,7 +146,7 @@ async def start_invite(request: web.Request) -> web.Response:
     invite_token = request.match_info["invite"]
     if not await invite_is_open(request.app[STORE], invite_token):
         # The page the callback shows for an invite used up meanwhile.
-        return _callback_page(request.app, Refused(CallbackResult.INVITE_GONE, start_url(invite_token)))
+        return outcome_page(request.app, Refused(CallbackResult.INVITE_GONE, start_url(invite_token)))
     redirect_to_consent(request, invite_token=invite_token, guild_id=None)
 
 
@@ -298,7 +298,7 @@ async def authorize_callback(request: web.Request) -> web.Response:
     else:
         browser_id = request.cookies.get(browser_cookie_name(app[SETTINGS].serves_https))
         outcome = await _link_callback(app).answer(params, browser_id)
-    response = _callback_page(app, outcome)
+    response = outcome_page(app, outcome)
     app[METRICS].callbacks.labels(CALLBACK_PAGES[outcome.result].label).inc()
     return response
 
@@ -314,7 +314,7 @@ def _link_callback(app: web.Application) -> LinkCallback:
     )
 
 
-def _callback_page(app: web.Application, outcome: CallbackOutcome) -> web.Response:
+def outcome_page(app: web.Application, outcome: CallbackOutcome) -> web.Response:
     """The outcome's row of CALLBACK_PAGES, rendered with what the outcome holds."""
     page = CALLBACK_PAGES[outcome.result]
     pages = app[PAGES]
