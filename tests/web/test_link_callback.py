@@ -44,7 +44,7 @@ from web.states import AcceptedState, StateProblem, new_token, token_hash
 
 GUILD = 81384788765712384
 OTHER_GUILD = 81384788765712385
-USER = DiscordUser(id=42, username="admin", global_name=None)
+USER = DiscordUser(id=42, username="admin")
 GRANT = TokenGrant(
     access_token=Secret("access"), scopes=("identify", "guilds", "bot"), guild_id=GUILD, guild_name="Guild"
 )
