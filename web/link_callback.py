@@ -62,7 +62,7 @@ class CallbackResult(Enum):
 
     LINKED = auto()
     CANCELLED = auto()
-    # Refused before Discord added the bot (Refused):
+    # Refused before a token named the guild, so no guild to leave (Refused):
     BAD_PARAMETER = auto()
     STATE_MISSING = auto()
     STATE_UNKNOWN = auto()
@@ -125,7 +125,7 @@ class Cancelled:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """Refused before Discord added the bot, so nothing to undo; `detail` is the parameter's or Discord's message."""
+    """Refused before a token named the guild: no guild to leave. `detail`: the parameter's or Discord's message."""
 
     result: CallbackResult
     retry_url: str
