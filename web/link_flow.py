@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from config import Settings
-from store import InviteUnusableError, Link, RefConflictError, StoreUnavailableError, SyncPhase, SyncState
+from store import SyncPhase, SyncState
 from web.keys import (
     BOT_STATUS,
     LINKER,
@@ -25,25 +25,27 @@ from web.keys import (
     STORE,
     UNCALLED_INSTALLS,
 )
-from web.oauth import DiscordOAuthError, InvalidClientError, InvalidGrantError, TokenGrant
-from web.params import ParameterError, parse_optional_snowflake, parse_whole_number
-from web.rate_limit import client_address
-from web.states import (
-    STATE_TTL,
-    AcceptedState,
-    StateProblem,
-    browser_cookie_name,
-    is_token,
-    new_token,
-    token_hash,
+from web.link_callback import (
+    BotFate,
+    CallbackOutcome,
+    CallbackResult,
+    Cancelled,
+    LinkCallback,
+    Linked,
+    NotStored,
+    Refused,
+    invite_is_open,
+    parse_callback_params,
+    start_url,
 )
+from web.oauth import InvalidClientError, InvalidGrantError
+from web.params import ParameterError, parse_optional_snowflake
+from web.rate_limit import client_address
+from web.states import STATE_TTL, browser_cookie_name, is_token, new_token
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
-
-# Discord's codes are 30 characters; anything much longer is not a code.
-MAX_CODE_LENGTH = 256
 
 
 def consent_url(settings: Settings, state: str, guild_id: int | None = None) -> str:
@@ -61,11 +63,6 @@ def consent_url(settings: Settings, state: str, guild_id: int | None = None) -> 
         params |= {"guild_id": str(guild_id), "disable_guild_select": "true"}
     # quote_via keeps spaces as %20, as Discord's own examples write the scope list.
     return f"{settings.authorize_url}?{urlencode(params, quote_via=quote)}"
-
-
-def start_url(invite_token: str | None) -> str:
-    """Where a flow starts again: the same invite (its ref kept) or a fresh /link."""
-    return f"/start/{invite_token}" if invite_token else "/link"
 
 
 @routes.get("/")
@@ -138,21 +135,6 @@ async def link(request: web.Request) -> web.Response:
     redirect_to_consent(request, invite_token=None, guild_id=guild_id)
 
 
-async def _open_invite(request: web.Request, invite_token: str | None) -> bool:
-    if not is_token(invite_token):
-        return False
-    invite = await request.app[STORE].get_invite(token_hash(invite_token))
-    return invite is not None and invite.is_open(datetime.now(UTC))
-
-
-def _invite_gone(request: web.Request) -> web.Response:
-    return request.app[PAGES].error(
-        400,
-        "This link is no longer valid",
-        "It was already used to link a server, or it has expired. Ask for a new one where you got it.",
-    )
-
-
 @routes.get("/start/{invite}")
 async def start_invite(request: web.Request) -> web.Response:
     """A backend's invite: bind a state to this browser; the invite is used up only when a link is stored.
@@ -162,8 +144,9 @@ async def start_invite(request: web.Request) -> web.Response:
     if unavailable := _unavailable(request):
         return unavailable
     invite_token = request.match_info["invite"]
-    if not await _open_invite(request, invite_token):
-        return _invite_gone(request)
+    if not await invite_is_open(request.app[STORE], invite_token):
+        # The page the callback shows for an invite used up meanwhile.
+        return outcome_page(request.app, Refused(CallbackResult.INVITE_GONE, start_url(invite_token)))
     redirect_to_consent(request, invite_token=invite_token, guild_id=None)
 
 
@@ -193,216 +176,162 @@ def progress_json(sync: SyncState | None, now: datetime) -> dict[str, object]:
     }
 
 
-STATE_MESSAGES = {
-    StateProblem.MISSING: "This page needs the link Discord sends you back with.",
-    StateProblem.UNKNOWN: "This authorization was already used, or it is not one we started.",
-    StateProblem.EXPIRED: "This authorization took too long and has expired.",
-    StateProblem.OTHER_BROWSER: "This authorization was started in another browser. Please start again here.",
+@dataclass(frozen=True, slots=True)
+class CallbackPage:
+    """How the callback answers one CallbackResult: status, /metrics' label, template and the page's words."""
+
+    status: int
+    label: str
+    template: str = "error.html"
+    heading: str = ""
+    # None: the outcome's own detail (the malformed parameter's message, or Discord's public message).
+    message: str | None = None
+    # Whether the page offers to start again (same invite or a fresh /link); not where starting again is futile.
+    offers_retry: bool = True
+
+
+# One row per way a callback ends: the page's template and words, its HTTP status and /metrics' label.
+CALLBACK_PAGES: dict[CallbackResult, CallbackPage] = {
+    CallbackResult.LINKED: CallbackPage(200, "linked", "linked.html"),
+    CallbackResult.CANCELLED: CallbackPage(200, "cancelled", "cancelled.html"),
+    CallbackResult.BAD_PARAMETER: CallbackPage(400, "refused", heading="Invalid answer from Discord"),
+    CallbackResult.STATE_MISSING: CallbackPage(
+        400,
+        "refused",
+        heading="Please start again",
+        message="This page needs the link Discord sends you back with.",
+    ),
+    CallbackResult.STATE_UNKNOWN: CallbackPage(
+        400,
+        "refused",
+        heading="Please start again",
+        message="This authorization was already used, or it is not one we started.",
+    ),
+    CallbackResult.STATE_EXPIRED: CallbackPage(
+        400,
+        "refused",
+        heading="Please start again",
+        message="This authorization took too long and has expired.",
+    ),
+    CallbackResult.STATE_OTHER_BROWSER: CallbackPage(
+        400,
+        "refused",
+        heading="Please start again",
+        message="This authorization was started in another browser. Please start again here.",
+    ),
+    CallbackResult.NO_CODE: CallbackPage(
+        400, "refused", heading="Missing code", message="Discord's answer carried no authorization code."
+    ),
+    CallbackResult.INVITE_GONE: CallbackPage(
+        400,
+        "refused",
+        heading="This link is no longer valid",
+        message="It was already used to link a server, or it has expired. Ask for a new one where you got it.",
+        offers_retry=False,
+    ),
+    CallbackResult.CODE_EXPIRED: CallbackPage(
+        400, "refused", heading="This link has expired", message=InvalidGrantError.public_message
+    ),
+    CallbackResult.CLIENT_REFUSED: CallbackPage(
+        502,
+        "discord_error",
+        heading="Configuration problem",
+        message=InvalidClientError.public_message,
+        offers_retry=False,
+    ),
+    CallbackResult.NO_GUILD: CallbackPage(
+        400,
+        "refused",
+        heading="No server was chosen",
+        message="Discord did not add the bot to a server. Please start again and pick a server.",
+    ),
+    CallbackResult.DISCORD_FAILED: CallbackPage(502, "discord_error", heading="Discord did not answer"),
+    CallbackResult.GUILD_MISMATCH: CallbackPage(
+        400,
+        "refused",
+        heading="Server mismatch",
+        message="The server in the address does not match the one Discord authorized.",
+    ),
+    CallbackResult.INVITE_USED: CallbackPage(
+        400,
+        "refused",
+        heading="This link is no longer valid",
+        message="It was used to link another server, or it has expired.",
+    ),
+    CallbackResult.REF_CONFLICT: CallbackPage(
+        409,
+        "ref_conflict",
+        heading="Already linked",
+        message="This server is already linked for another account. Nothing was changed; "
+        "ask whoever sent you this link to sort it out with us.",
+    ),
+    CallbackResult.STORE_UNAVAILABLE: CallbackPage(
+        503,
+        "unavailable",
+        heading="Please try again in a minute",
+        message="We could not record the link right now.",
+    ),
+    # The label is the status, as /metrics has always counted a failure nobody foresaw.
+    CallbackResult.FAILED: CallbackPage(500, "500", heading="Something went wrong", message=""),
 }
 
-
-@dataclass(frozen=True, slots=True)
-class CallbackParams:
-    """The callback's query, checked before anything is used up, exchanged or stored."""
-
-    state: str | None
-    code: str | None
-    error: str | None
-    guild_hint: int | None
-    permissions: int
-
-
-def _callback_params(request: web.Request) -> CallbackParams:
-    query = request.query
-    code = query.get("code")
-    if code is not None and (len(code) > MAX_CODE_LENGTH or not code.isascii() or not code.isprintable()):
-        raise ParameterError("code", "code is not an authorization code Discord issues.")
-    permissions = query.get("permissions")
-    return CallbackParams(
-        state=query.get("state"),
-        code=code,
-        error=query.get("error"),
-        guild_hint=parse_optional_snowflake(query.get("guild_id"), "guild_id"),
-        permissions=0 if permissions is None else parse_whole_number(permissions, "permissions"),
-    )
-
-
-# /metrics' label for a callback's answer.
-CALLBACK_OUTCOMES = {
-    200: "linked",
-    400: "refused",
-    409: "ref_conflict",
-    502: "discord_error",
-    503: "unavailable",
+# What a page that stored nothing adds: where the bot is now.
+BOT_FATES = {
+    BotFate.STAYS: "Nothing was stored; the bot stays for the server's existing link.",
+    BotFate.LEFT: "Nothing was stored, and the bot has left the server.",
+    BotFate.NOT_LEFT: (
+        "Nothing was stored, but the bot could not leave the server: "
+        "remove it under Server Settings > Integrations."
+    ),
 }
 
 
 async def authorize_callback(request: web.Request) -> web.Response:
-    """Discord's redirect after consent: check parameters and state, exchange the code, store the link."""
-    response = await _answer_callback(request)
-    outcome = "cancelled" if response.status == 200 and "error" in request.query else None
-    request.app[METRICS].callbacks.labels(
-        outcome or CALLBACK_OUTCOMES.get(response.status, str(response.status))
-    ).inc()
+    """Discord's redirect after consent: parse it, let LinkCallback decide, answer with the outcome's page."""
+    app = request.app
+    outcome: CallbackOutcome
+    try:
+        params = parse_callback_params(request.query)
+    except ParameterError as exc:
+        log.info("link.callback_refused parameter=%s", exc.parameter)
+        outcome = Refused(CallbackResult.BAD_PARAMETER, start_url(None), str(exc))
+    else:
+        browser_id = request.cookies.get(browser_cookie_name(app[SETTINGS].serves_https))
+        outcome = await _link_callback(app).answer(params, browser_id)
+    response = outcome_page(app, outcome)
+    app[METRICS].callbacks.labels(CALLBACK_PAGES[outcome.result].label).inc()
     return response
 
 
-async def _answer_callback(request: web.Request) -> web.Response:
-    pages = request.app[PAGES]
-    try:
-        params = _callback_params(request)
-    except ParameterError as exc:
-        log.info("link.callback_refused parameter=%s", exc.parameter)
-        return pages.error(400, "Invalid answer from Discord", str(exc), retry_url="/link")
-    cookie = browser_cookie_name(request.app[SETTINGS].serves_https)
-    accepted = await request.app[STATES].accept(params.state, request.cookies.get(cookie))
-    if isinstance(accepted, StateProblem):
-        log.info("link.state_refused reason=%s", accepted.name)
-        return pages.error(400, "Please start again", STATE_MESSAGES[accepted], retry_url="/link")
-    retry_url = start_url(accepted.invite_token)
-
-    if params.error is not None:
-        log.info("link.consent_declined error=%r", params.error[:64])
-        return pages.render("cancelled.html", retry_url=retry_url)
-    if not params.code:
-        return pages.error(
-            400, "Missing code", "Discord's answer carried no authorization code.", retry_url=retry_url
-        )
-    if accepted.invite_token is not None and not await _open_invite(request, accepted.invite_token):
-        return _invite_gone(request)
-    return await _complete_link(request, accepted, params, params.code, retry_url)
+def _link_callback(app: web.Application) -> LinkCallback:
+    # Built per callback: the OAuth client exists only while the app runs (cleanup_ctx), and this is cheap.
+    return LinkCallback(
+        states=app[STATES],
+        oauth=app[OAUTH],
+        store=app[STORE],
+        linker=app[LINKER],
+        abandoned_installs=app.get(UNCALLED_INSTALLS),
+    )
 
 
-async def _complete_link(
-    request: web.Request, accepted: AcceptedState, params: CallbackParams, code: str, retry_url: str
-) -> web.Response:
-    pages = request.app[PAGES]
-    try:
-        grant = await request.app[OAUTH].exchange_code(code)
-    except InvalidGrantError:
-        return pages.error(
-            400, "This link has expired", InvalidGrantError.public_message, retry_url=retry_url
-        )
-    except InvalidClientError:
-        return pages.error(502, "Configuration problem", InvalidClientError.public_message)
-    except DiscordOAuthError as exc:
-        return pages.error(502, "Discord did not answer", exc.public_message, retry_url=retry_url)
-
-    if grant.guild_id is None:
-        log.warning("link.no_guild_in_token scopes=%s", " ".join(grant.scopes))
-        return pages.error(
-            400,
-            "No server was chosen",
-            "Discord did not add the bot to a server. Please start again and pick a server.",
-            retry_url=retry_url,
-        )
-    # From here on Discord has added the bot to grant.guild_id: either the link is stored, or the bot leaves.
-    try:
-        link = await _store_link(request, accepted, params, grant)
-    except _LinkNotStored as refused:
-        return await _abandon(request, grant.guild_id, refused, retry_url)
-    except Exception:
-        log.exception("link.failed_after_exchange guild=%d", grant.guild_id)
-        return await _abandon(
-            request, grant.guild_id, _LinkNotStored(500, "Something went wrong", ""), retry_url
-        )
-    log.info("link.saved guild=%d user=%d", link.guild_id, link.linked_by_id)
-    try:
-        # Never waits on the gateway: the bot picks the sync up in its own time.
-        await request.app[LINKER].guild_linked(link)
-    except Exception:
-        # The link is committed; the bot picks every active link up again at start-up.
-        log.exception("link.handoff_failed guild=%d", link.guild_id)
-    progress_url = f"/progress/{request.app[PROGRESS].issue(link.guild_id)}"
-    return pages.render("linked.html", link=link, progress_url=progress_url)
-
-
-class _LinkNotStored(Exception):
-    """The exchange succeeded but no link may be stored; what the admin's page says."""
-
-    def __init__(self, status: int, heading: str, message: str, *, keeps_bot: bool = False) -> None:
-        super().__init__(heading)
-        self.status = status
-        self.heading = heading
-        self.message = message
-        self.keeps_bot = keeps_bot
-
-
-async def _store_link(
-    request: web.Request, accepted: AcceptedState, params: CallbackParams, grant: TokenGrant
-) -> Link:
-    assert grant.guild_id is not None
-    if params.guild_hint is not None and params.guild_hint != grant.guild_id:
-        # The redirect's guild_id is only a hint; a mismatch means the URL was tampered with.
-        log.warning("link.guild_mismatch token_guild=%d redirect_guild=%d", grant.guild_id, params.guild_hint)
-        raise _LinkNotStored(
-            400, "Server mismatch", "The server in the address does not match the one Discord authorized."
-        )
-    try:
-        user = await request.app[OAUTH].fetch_user(grant.access_token)
-    except DiscordOAuthError as exc:
-        raise _LinkNotStored(502, "Discord did not answer", exc.public_message) from exc
-    store = request.app[STORE]
-    invite = await store.get_invite(token_hash(accepted.invite_token)) if accepted.invite_token else None
-    # The access token is dropped here: nothing we do needs it again.
-    try:
-        return await store.save_link(
-            Link(
-                guild_id=grant.guild_id,
-                guild_name=grant.guild_name or str(grant.guild_id),
-                linked_by_id=user.id,
-                linked_by_username=user.username,
-                scopes=grant.scopes,
-                permissions=params.permissions,
-                linked_at=datetime.now(UTC),
-                ref=invite.ref if invite else None,
-            ),
-            invite_hash=invite.token_hash if invite else None,
-        )
-    except InviteUnusableError as exc:
-        raise _LinkNotStored(
-            400, "This link is no longer valid", "It was used to link another server, or it has expired."
-        ) from exc
-    except RefConflictError as exc:
-        log.warning("link.ref_conflict guild=%d: linked for another ref, left unchanged", grant.guild_id)
-        raise _LinkNotStored(
-            409,
-            "Already linked",
-            "This server is already linked for another account. Nothing was changed; "
-            "ask whoever sent you this link to sort it out with us.",
-            keeps_bot=True,
-        ) from exc
-    except StoreUnavailableError as exc:
-        raise _LinkNotStored(
-            503, "Please try again in a minute", "We could not record the link right now."
-        ) from exc
-
-
-async def _leave_abandoned(request: web.Request, guild_id: int) -> bool:
-    """Make the bot leave; Discord's event of this install (DISCORD_PUBLIC_KEY) must then not link it either."""
-    if UNCALLED_INSTALLS in request.app:
-        request.app[UNCALLED_INSTALLS].callback_abandoned(guild_id)
-    return await request.app[LINKER].guild_abandoned(guild_id)
-
-
-async def _abandon(
-    request: web.Request, guild_id: int, refused: _LinkNotStored, retry_url: str
-) -> web.Response:
-    """No link was stored: leave the guild (unless an earlier link keeps the bot there) and say which."""
-    store = request.app[STORE]
-    try:
-        existing = await store.get_link(guild_id)
-    except StoreUnavailableError:
-        existing = None
-    if refused.keeps_bot or (existing is not None and existing.active):
-        outcome = "Nothing was stored; the bot stays for the server's existing link."
-    elif await _leave_abandoned(request, guild_id):
-        outcome = "Nothing was stored, and the bot has left the server."
-    else:
-        outcome = (
-            "Nothing was stored, but the bot could not leave the server: "
-            "remove it under Server Settings > Integrations."
-        )
-    log.info("link.not_stored guild=%d status=%d bot_left=%s", guild_id, refused.status, "left" in outcome)
-    message = f"{refused.message} {outcome}".strip()
-    return request.app[PAGES].error(refused.status, refused.heading, message, retry_url=retry_url)
+def outcome_page(app: web.Application, outcome: CallbackOutcome) -> web.Response:
+    """The outcome's row of CALLBACK_PAGES, rendered with what the outcome holds."""
+    page = CALLBACK_PAGES[outcome.result]
+    pages = app[PAGES]
+    if isinstance(outcome, Linked):
+        progress_url = f"/progress/{app[PROGRESS].issue(outcome.link.guild_id)}"
+        return pages.render(page.template, status=page.status, link=outcome.link, progress_url=progress_url)
+    if isinstance(outcome, Cancelled):
+        return pages.render(page.template, status=page.status, retry_url=outcome.retry_url)
+    message = outcome.detail if page.message is None else page.message
+    if isinstance(outcome, NotStored):
+        bot_left = outcome.bot is BotFate.LEFT
+        log.info("link.not_stored guild=%d status=%d bot_left=%s", outcome.guild_id, page.status, bot_left)
+        message = f"{message} {BOT_FATES[outcome.bot]}".strip()
+    return pages.render(
+        page.template,
+        status=page.status,
+        heading=page.heading,
+        message=message,
+        retry_url=outcome.retry_url if page.offers_retry else None,
+    )

@@ -54,9 +54,10 @@ class TokenGrant:
 
 @dataclass(frozen=True, slots=True)
 class DiscordUser:
+    """Who authorized: what a link records of them."""
+
     id: int
     username: str
-    global_name: str | None
 
 
 class DiscordOAuthClient:
@@ -116,9 +117,7 @@ class DiscordOAuthClient:
             "GET", "/users/@me", headers={"Authorization": f"Bearer {access_token.reveal()}"}
         )
         try:
-            return DiscordUser(
-                id=int(body["id"]), username=str(body["username"]), global_name=body.get("global_name")
-            )
+            return DiscordUser(id=int(body["id"]), username=str(body["username"]))
         except (KeyError, TypeError, ValueError) as exc:
             log.error("oauth.user_response_malformed keys=%s", sorted(body))
             raise DiscordUnavailableError("malformed user response") from exc

@@ -77,15 +77,14 @@ class AcceptedState:
 class StateKeeper:
     """Seals states for browsers and checks them on the way back."""
 
-    def __init__(self, client_secret: Secret, store: Store, *, ttl: timedelta = STATE_TTL) -> None:
+    def __init__(self, client_secret: Secret, store: Store) -> None:
         key = hmac.new(client_secret.reveal().encode(), b"guildlink oauth state v2", hashlib.sha256).digest()
         self._aead = AESGCM(key)
         self._store = store
-        self._ttl = ttl
 
     def issue(self, browser_id: str, *, invite_token: str | None = None, now: float | None = None) -> str:
         """A fresh state bound to `browser_id`, carrying the invite it started from, if any."""
-        expires = int((time.time() if now is None else now) + self._ttl.total_seconds())
+        expires = int((time.time() if now is None else now) + STATE_TTL.total_seconds())
         plaintext = _HEADER.pack(expires, _browser_hash(browser_id)) + (invite_token or "").encode()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = nonce + self._aead.encrypt(nonce, plaintext, _ASSOCIATED_DATA)
