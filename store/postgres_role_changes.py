@@ -16,43 +16,27 @@ import asyncpg
 from store.models import EventType
 from store.reconcile import AnnouncedEvent
 from store.role_changes import (
-    RoleAction,
+    ROLE_CHANGE_COLUMNS,
     RoleChange,
     RoleChangeOutcome,
     RoleChangeRequest,
     RoleChangeStatus,
+    finished_event,
     role_change_event_data,
+    role_change_from_row,
 )
 
-_COLUMNS = (
-    "id, guild_id, user_id, role_id, action, reason, status, error_code, error_reason, attempts, created_at,"
-    " updated_at, applied_at, next_attempt_at"
-)
+_COLUMNS = ROLE_CHANGE_COLUMNS
 # The same, where another table of the statement has an id too.
 _QUALIFIED_COLUMNS = ", ".join(f"role_changes.{column.strip()}" for column in _COLUMNS.split(","))
-_FINISHED_EVENTS = {
-    RoleChangeStatus.APPLIED: EventType.ROLE_CHANGE_APPLIED,
-    RoleChangeStatus.FAILED: EventType.ROLE_CHANGE_FAILED,
-}
+
+
+def _as_is(value: datetime) -> datetime:
+    return value
 
 
 def _change(row: Sequence[Any]) -> RoleChange:
-    return RoleChange(
-        id=row[0],
-        guild_id=row[1],
-        user_id=row[2],
-        role_id=row[3],
-        action=RoleAction(row[4]),
-        reason=row[5],
-        status=RoleChangeStatus(row[6]),
-        error_code=row[7],
-        error_reason=row[8],
-        attempts=row[9],
-        created_at=row[10],
-        updated_at=row[11],
-        applied_at=row[12],
-        next_attempt_at=row[13],
-    )
+    return role_change_from_row(row, _as_is)
 
 
 class PostgresRoleChanges:
@@ -173,7 +157,7 @@ class PostgresRoleChanges:
             if row is None:
                 return None
             change = _change(row)
-            await self._announce(conn, _FINISHED_EVENTS[outcome.status], change)
+            await self._announce(conn, finished_event(outcome.status), change)
         return change
 
     async def retry_role_change(self, change_id: int, holder: str, *, after: float) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from store.models import EventType
 
 # Discord's limit on X-Audit-Log-Reason.
 MAX_AUDIT_REASON = 512
@@ -74,3 +77,37 @@ def role_change_event_data(change: RoleChange) -> dict[str, Any]:
         "status": change.status.value,
         "error": {"code": change.error_code, "reason": change.error_reason} if failed else None,
     }
+
+
+# The columns of a role_changes row, in the order `role_change_from_row` reads them (both engines).
+ROLE_CHANGE_COLUMNS = (
+    "id, guild_id, user_id, role_id, action, reason, status, error_code, error_reason, attempts, created_at,"
+    " updated_at, applied_at, next_attempt_at"
+)
+
+
+def role_change_from_row(row: Sequence[Any], time: Callable[[Any], datetime]) -> RoleChange:
+    """A RoleChange from a row of ROLE_CHANGE_COLUMNS; `time` reads the engine's times (text on SQLite)."""
+    return RoleChange(
+        id=row[0],
+        guild_id=row[1],
+        user_id=row[2],
+        role_id=row[3],
+        action=RoleAction(row[4]),
+        reason=row[5],
+        status=RoleChangeStatus(row[6]),
+        error_code=row[7],
+        error_reason=row[8],
+        attempts=row[9],
+        created_at=time(row[10]),
+        updated_at=time(row[11]),
+        applied_at=time(row[12]) if row[12] is not None else None,
+        next_attempt_at=time(row[13]),
+    )
+
+
+def finished_event(status: RoleChangeStatus) -> EventType:
+    """The event that announces a change recorded with `status` (applied or failed)."""
+    return (
+        EventType.ROLE_CHANGE_APPLIED if status is RoleChangeStatus.APPLIED else EventType.ROLE_CHANGE_FAILED
+    )

@@ -12,22 +12,17 @@ import aiosqlite
 from store.models import EventType
 from store.reconcile import AnnouncedEvent
 from store.role_changes import (
-    RoleAction,
+    ROLE_CHANGE_COLUMNS,
     RoleChange,
     RoleChangeOutcome,
     RoleChangeRequest,
     RoleChangeStatus,
+    finished_event,
     role_change_event_data,
+    role_change_from_row,
 )
 
-_COLUMNS = (
-    "id, guild_id, user_id, role_id, action, reason, status, error_code, error_reason, attempts, created_at,"
-    " updated_at, applied_at, next_attempt_at"
-)
-_FINISHED_EVENTS = {
-    RoleChangeStatus.APPLIED: EventType.ROLE_CHANGE_APPLIED,
-    RoleChangeStatus.FAILED: EventType.ROLE_CHANGE_FAILED,
-}
+_COLUMNS = ROLE_CHANGE_COLUMNS
 
 
 def _time(value: datetime) -> str:
@@ -35,22 +30,7 @@ def _time(value: datetime) -> str:
 
 
 def _change(row: Sequence[Any]) -> RoleChange:
-    return RoleChange(
-        id=row[0],
-        guild_id=row[1],
-        user_id=row[2],
-        role_id=row[3],
-        action=RoleAction(row[4]),
-        reason=row[5],
-        status=RoleChangeStatus(row[6]),
-        error_code=row[7],
-        error_reason=row[8],
-        attempts=row[9],
-        created_at=datetime.fromisoformat(row[10]),
-        updated_at=datetime.fromisoformat(row[11]),
-        applied_at=datetime.fromisoformat(row[12]) if row[12] else None,
-        next_attempt_at=datetime.fromisoformat(row[13]),
-    )
+    return role_change_from_row(row, datetime.fromisoformat)
 
 
 class SqliteRoleChanges:
@@ -171,7 +151,7 @@ class SqliteRoleChanges:
             if not rows:
                 return None
             change = _change(rows[0])
-            await self._announce(db, _FINISHED_EVENTS[outcome.status], change)
+            await self._announce(db, finished_event(outcome.status), change)
         return change
 
     async def retry_role_change(self, change_id: int, holder: str, *, after: float) -> bool:
