@@ -30,12 +30,13 @@ from bot.gateway_budget import GatewayBudget
 from bot.identify import IDENTIFY_INTERVAL, IdentifyPacer
 from bot.linking import LinkedGuilds
 from bot.member_events import MemberEventWriter
-from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
+from bot.member_sync import MEMBER_LIST_COOLDOWN, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
 from bot.read_valve import ReadValve
 from bot.role_rest import DiscordRoleRest
 from bot.role_writer import RoleChangeWriter
+from bot.sync_rest_reader import REST_PAGE_SIZE
 from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
@@ -353,7 +354,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             await self._budget(shard_id).acquire()
             await self.change_presence(status=discord.Status.online, activity=activity, shard_id=shard_id)
 
-    # ChunkRequester, for MemberSync
+    # ChunkRequester, for MemberSync (its gateway and REST readers)
 
     def gateway_wait(self, guild_id: int) -> float:
         return self._budget(self.shard_of(guild_id)).wait_estimate()
