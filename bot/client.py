@@ -11,9 +11,14 @@ import discord
 
 from bot.discord_internals import (
     close_orphaned_connections,
+    fetch_member_page,
     has_event_waiters,
     heartbeat_timeout,
+    leave_guild,
     parser_table,
+    quiet_voice_warnings,
+    request_whole_member_list,
+    rest_user_agent,
     set_reading_paused,
     socket_open,
     unanswered_heartbeat_seconds,
@@ -25,12 +30,13 @@ from bot.gateway_budget import GatewayBudget
 from bot.identify import IDENTIFY_INTERVAL, IdentifyPacer
 from bot.linking import LinkedGuilds
 from bot.member_events import MemberEventWriter
-from bot.member_sync import MEMBER_LIST_COOLDOWN, REST_PAGE_SIZE, MemberSync
+from bot.member_sync import MEMBER_LIST_COOLDOWN, MemberSync
 from bot.presence import MergedPresence
 from bot.reachability import wait_for_discord
 from bot.read_valve import ReadValve
 from bot.role_rest import DiscordRoleRest
 from bot.role_writer import RoleChangeWriter
+from bot.sync_rest_reader import REST_PAGE_SIZE
 from config import Settings
 from handoff import BotStatus, ShardStatus, shard_of
 from metrics import Metrics
@@ -59,14 +65,6 @@ def bot_intents() -> discord.Intents:
     return intents
 
 
-def quiet_voice_warnings() -> None:
-    """Silence discord.py's warnings that its voice libraries (PyNaCl, davey) are missing."""
-    # This bot never joins a voice channel, so they would only puzzle the operator. These are discord.py's
-    # documented switches, read when a client is constructed: hence called before super().__init__.
-    discord.VoiceClient.warn_nacl = False
-    discord.VoiceClient.warn_dave = False
-
-
 class GuildlinkBot(discord.AutoShardedClient):
     """Holds the gateway sessions (shards); the store, not discord.py's cache, keeps the members.
 
@@ -84,6 +82,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         metrics: Metrics | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
+        # Read when a client is constructed: hence before super().__init__.
         quiet_voice_warnings()
         super().__init__(
             intents=bot_intents(),
@@ -148,7 +147,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         # Role changes the backend queued, written through discord.py's REST client (its rate limits).
         self.role_writer = RoleChangeWriter(
             store,
-            DiscordRoleRest(self.http),
+            DiscordRoleRest(self),
             supervisor=self.supervisor,
             metrics=self.metrics,
         )
@@ -217,7 +216,7 @@ class GuildlinkBot(discord.AutoShardedClient):
         info = await wait_for_discord(
             self.settings.api_base_url,
             token,
-            user_agent=self.http.user_agent,
+            user_agent=rest_user_agent(self),
             on_unreachable=self._note_unreachable,
         )
         if self.is_closed():
@@ -334,7 +333,7 @@ class GuildlinkBot(discord.AutoShardedClient):
     async def _leave_guild(self, guild_id: int) -> bool:
         """Leave through REST (no gateway command); True once the bot is not in the guild."""
         try:
-            await self.http.leave_guild(guild_id)
+            await leave_guild(self, guild_id)
         except discord.NotFound:
             return True  # not there (never added, or gone already)
         except (discord.HTTPException, OSError) as exc:
@@ -355,7 +354,7 @@ class GuildlinkBot(discord.AutoShardedClient):
             await self._budget(shard_id).acquire()
             await self.change_presence(status=discord.Status.online, activity=activity, shard_id=shard_id)
 
-    # ChunkRequester, for MemberSync
+    # ChunkRequester, for MemberSync (its gateway and REST readers)
 
     def gateway_wait(self, guild_id: int) -> float:
         return self._budget(self.shard_of(guild_id)).wait_estimate()
@@ -365,10 +364,10 @@ class GuildlinkBot(discord.AutoShardedClient):
         ws = websocket_of_guild(self, guild_id)
         if ws is None or self.is_closed() or not socket_open(ws):
             raise ConnectionError("no gateway session for the guild's shard")
-        await ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
+        await request_whole_member_list(ws, guild_id, nonce)
 
     async def fetch_member_page(self, guild_id: int, after: int) -> Sequence[Mapping[str, Any]]:
-        return await self.http.get_members(guild_id, REST_PAGE_SIZE, after or None)
+        return await fetch_member_page(self, guild_id, limit=REST_PAGE_SIZE, after=after)
 
     # BotStatusSource, for /readyz
 

@@ -1,11 +1,16 @@
-"""Every use of discord.py's private or undocumented parts, each with why no public API serves (discord.py 2.7.1, pinned)."""
+"""Every use of discord.py's private or undocumented parts, each with why no public API serves (discord.py 2.7.1, pinned).
+
+discord.py's `HTTPClient` (`client.http`), `Route`, `DiscordWebSocket` and every underscore name count as private:
+none is documented, and any may change in a minor release. Review this module whenever discord.py is upgraded
+(tests/bot/test_discord_internals.py fails once it leaves 2.7.x).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import discord
@@ -14,6 +19,9 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 from discord.gateway import DiscordWebSocket, KeepAliveHandler
 from discord.http import Route
+
+# The discord.py release this module was last reviewed against: its private parts are read as they are there.
+REVIEWED_DISCORD_PY = "2.7"
 
 
 @contextlib.contextmanager
@@ -97,13 +105,7 @@ async def close_orphaned_connections(client: discord.Client) -> int:
     socket stays open and its thread wakes up to 41 s later to post to a closed event loop. The running
     heartbeat threads are the only handle on such a connection.
     """
-    orphans = [
-        thread.ws
-        for thread in threading.enumerate()
-        if isinstance(thread, KeepAliveHandler)
-        and not thread._stop_ev.is_set()
-        and getattr(thread.ws, "_connection", None) is client._connection
-    ]
+    orphans = running_heartbeats(client)
     for ws in orphans:
         await ws.close(code=1000)
     return len(orphans)
@@ -153,3 +155,100 @@ def has_event_waiters(client: discord.Client, event: str) -> bool:
     The public `wait_for` keeps its futures in `_listeners`; no public API asks whether any are there.
     """
     return bool(client._listeners.get(event))
+
+
+def quiet_voice_warnings() -> None:
+    """Silence discord.py's warnings that its voice libraries (PyNaCl, davey) are missing, for every later client.
+
+    This bot never joins a voice channel. The switches are undocumented class attributes of `VoiceClient`,
+    read when a client is constructed; no client option turns the warnings off.
+    """
+    set_voice_warnings(enabled=False)
+
+
+def set_voice_warnings(*, enabled: bool) -> None:
+    """Arm (tests: as in a fresh process) or disarm discord.py's one-time voice library warnings."""
+    discord.VoiceClient.warn_nacl = enabled
+    discord.VoiceClient.warn_dave = enabled
+
+
+def rest_user_agent(client: discord.Client) -> str:
+    """The User-Agent discord.py's REST client sends, so that our own probe of Discord introduces itself alike.
+
+    Discord asks every bot for a `DiscordBot (url, version)` agent; discord.py builds its own only on its
+    undocumented `HTTPClient`.
+    """
+    return str(client.http.user_agent)
+
+
+async def leave_guild(client: discord.Client, guild_id: int) -> None:
+    """DELETE /users/@me/guilds/{id}, by id: the public `Guild.leave()` needs the guild in discord.py's cache.
+
+    A guild this process does not hold (not arrived yet, another process's shard, gone from the session) has
+    no `Guild` object here, and the bot must still leave it.
+    """
+    await client.http.leave_guild(guild_id)
+
+
+async def fetch_member_page(
+    client: discord.Client, guild_id: int, *, limit: int, after: int
+) -> Sequence[Mapping[str, Any]]:
+    """GET /guilds/{id}/members?limit=&after=, as raw payloads.
+
+    The public `Guild.fetch_members` needs the cached guild and builds a Member object per entry, which the
+    store's reader would only throw away.
+    """
+    members: Sequence[Mapping[str, Any]] = await client.http.get_members(guild_id, limit, after or None)
+    return members
+
+
+async def fetch_member_payload(client: discord.Client, guild_id: int, user_id: int) -> Mapping[str, Any]:
+    """GET /guilds/{g}/members/{u}, raw: the public `Guild.fetch_member` needs the guild in the cache."""
+    member: Mapping[str, Any] = await client.http.get_member(guild_id, user_id)
+    return member
+
+
+async def add_member_role(
+    client: discord.Client, guild_id: int, user_id: int, role_id: int, *, reason: str | None
+) -> None:
+    """PUT /guilds/{g}/members/{u}/roles/{r} by ids: the public `Member.add_roles` needs a cached Member.
+
+    With the member cache off there is none, and fetching one first would double the requests per change.
+    """
+    await client.http.add_role(guild_id, user_id, role_id, reason=reason)
+
+
+async def remove_member_role(
+    client: discord.Client, guild_id: int, user_id: int, role_id: int, *, reason: str | None
+) -> None:
+    """DELETE /guilds/{g}/members/{u}/roles/{r} by ids, for the reason `add_member_role` gives."""
+    await client.http.remove_role(guild_id, user_id, role_id, reason=reason)
+
+
+async def request_whole_member_list(ws: DiscordWebSocket, guild_id: int, nonce: str) -> None:
+    """Send REQUEST_GUILD_MEMBERS (op 8) for every member, tagged with `nonce`, on the guild's connection.
+
+    `Guild.chunk()` is the public way; see `websocket_of_guild` for why it does not serve.
+    """
+    await ws.request_chunks(guild_id, query="", limit=0, nonce=nonce)
+
+
+def gateway_session_id(client: discord.Client) -> str | None:
+    """The session id of an unsharded client's gateway connection (tests: a RESUME names it); None with none.
+
+    discord.py keeps it on its undocumented `DiscordWebSocket` only.
+    """
+    ws = getattr(client, "ws", None)
+    session_id = getattr(ws, "session_id", None)
+    return str(session_id) if session_id is not None else None
+
+
+def running_heartbeats(client: discord.Client) -> list[DiscordWebSocket]:
+    """The connections of `client` whose heartbeat thread still runs (see `close_orphaned_connections`)."""
+    return [
+        thread.ws
+        for thread in threading.enumerate()
+        if isinstance(thread, KeepAliveHandler)
+        and not thread._stop_ev.is_set()
+        and getattr(thread.ws, "_connection", None) is client._connection
+    ]

@@ -73,8 +73,3 @@ class GatewayBudget:
                     await self._sleep(self._sent[0] + self._window - now)
         finally:
             self._waiting -= 1
-
-    def used(self) -> int:
-        """Commands counted in the current window."""
-        self._forget_old(self._clock())
-        return len(self._sent)

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import aiohttp
 import discord
-from discord.http import HTTPClient
 
+from bot.discord_internals import add_member_role, fetch_member_payload, remove_member_role
 from bot.role_errors import RoleWriteError
 from store import RoleAction, RoleChange
 
@@ -20,19 +20,19 @@ from store import RoleAction, RoleChange
 class DiscordRoleRest:
     """The bot's REST client for one role change at a time."""
 
-    def __init__(self, http: HTTPClient) -> None:
-        self._http = http
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
 
     async def write(self, change: RoleChange) -> None:
         """PUT or DELETE /guilds/{g}/members/{u}/roles/{r}, with the change's audit log reason."""
-        write = self._http.add_role if change.action is RoleAction.ADD else self._http.remove_role
+        write = add_member_role if change.action is RoleAction.ADD else remove_member_role
         with _as_role_write_error():
-            await write(change.guild_id, change.user_id, change.role_id, reason=change.reason)
+            await write(self._client, change.guild_id, change.user_id, change.role_id, reason=change.reason)
 
     async def member_roles(self, guild_id: int, user_id: int) -> frozenset[int]:
         """The member's roles as Discord holds them now (GET /guilds/{g}/members/{u})."""
         with _as_role_write_error():
-            member = await self._http.get_member(guild_id, user_id)
+            member = await fetch_member_payload(self._client, guild_id, user_id)
         return frozenset(int(role) for role in member["roles"])
 
 

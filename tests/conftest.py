@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import discord
 import pytest
-import yarl
 
+from bot.discord_internals import discord_endpoint, use_gateway_url
 from sandbox import Sandbox, SandboxOptions
 from tests.postgres_cluster import PostgresMissingError, ThrowawayCluster, fresh_database
 
@@ -47,16 +47,15 @@ async def sandbox(make_sandbox: MakeSandbox) -> Sandbox:
 
 
 @pytest.fixture
-def point_discord_py(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox], None]:
-    """`point_discord_py(sandbox)`: discord.py's REST base and gateway URL aimed at the sandbox."""
+def point_discord_py() -> Iterator[Callable[[Sandbox], None]]:
+    """`point_discord_py(sandbox)`: discord.py's REST base and gateway URL aimed at the sandbox until teardown."""
+    with contextlib.ExitStack() as endpoints:
 
-    def apply(sandbox: Sandbox) -> None:
-        monkeypatch.setattr(discord.http.Route, "BASE", f"{sandbox.base_url}/api/v10")
-        monkeypatch.setattr(
-            discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sandbox.gateway_url)
-        )
+        def apply(sandbox: Sandbox) -> None:
+            endpoints.enter_context(discord_endpoint(sandbox.base_url))
+            use_gateway_url(sandbox.gateway_url)
 
-    return apply
+        yield apply
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import discord
 import pytest
 from aiohttp import web
 
+from bot.discord_internals import set_voice_warnings
 from main import EXIT_CANNOT_LISTEN, EXIT_SETTINGS, serve
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import browser, eventually, free_port, settings_for, started
@@ -157,11 +157,10 @@ async def test_an_unset_api_token_is_warned_about_once_with_how_to_make_one(
 
 
 async def test_the_bot_does_not_warn_about_voice_libraries(
-    make_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # discord.py warns once per process; as if this were the first client.
-    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
-    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
+    # discord.py warns once per process; as if this were the first client (which leaves them disarmed).
+    set_voice_warnings(enabled=True)
     sandbox: Sandbox = await make_sandbox(SandboxOptions(guilds=1, members=5))
     async with started(settings_for(sandbox, tmp_path, port=free_port())):
         pass

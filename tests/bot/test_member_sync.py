@@ -163,7 +163,7 @@ async def test_a_sync_finished_by_the_lock_holder_is_not_repeated(
         await store.save_link(a_link(guild.id))
         held = await other_process.try_lock_guild(guild.id)
         assert held is not None
-        caplog.set_level(logging.INFO, logger="bot.member_sync")
+        caplog.set_level(logging.INFO, logger="bot.sync_scheduler")
         waiting = MemberSync(store, SilentGateway(session, sandbox), locked_retry_wait=0.3)
         waiting.schedule(guild.id)
 

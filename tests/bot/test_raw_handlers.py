@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.client import GuildlinkBot
+from bot.discord_internals import parser_table
 from config import parse_settings
 from store import SqliteStore
 from tests.test_config import valid_env
@@ -21,7 +22,7 @@ async def test_an_unreadable_dispatch_is_logged_not_raised(
         SqliteStore.open(tmp_path / "db.sqlite") as store,
         GuildlinkBot(parse_settings(valid_env()), store) as bot,
     ):
-        parsers = bot._connection.parsers
+        parsers = parser_table(bot)
         parsers["RATE_LIMITED"]("not an object")
         # A chunk nobody of ours asked for goes on to discord.py's own parser.
         parsers["GUILD_MEMBERS_CHUNK"]({"guild_id": "1", "nonce": "someone-else", "members": []})

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 from pathlib import Path
 from typing import Any
 
-from discord.gateway import KeepAliveHandler
-
+from bot.discord_internals import running_heartbeats
 from sandbox import Sandbox, SandboxOptions
 from tests.harness import browser, eventually, free_port, settings_for, started
 
@@ -84,13 +82,4 @@ async def test_closing_while_a_shard_waits_to_identify_leaves_no_heartbeat_threa
 
 def _heartbeats(bot: Any) -> int:
     """Live heartbeat threads of `bot`'s connections."""
-    return len(
-        [
-            thread
-            for thread in threading.enumerate()
-            if isinstance(thread, KeepAliveHandler)
-            and thread.is_alive()
-            and not thread._stop_ev.is_set()
-            and thread.ws._connection is bot._connection
-        ]
-    )
+    return len(running_heartbeats(bot))

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import discord
 import pytest
-import yarl
 
+from bot.discord_internals import discord_endpoint, use_gateway_url
 from sandbox.__main__ import build_parser, options_from, parse_args
 from tests.sandbox.helpers import make_client
 
@@ -53,9 +52,7 @@ async def cli() -> AsyncIterator[tuple[dict[str, Any], float]]:
         assert proc.returncode == 0
 
 
-async def test_cli_serves_a_100k_member_guild_to_discord_py(
-    cli: tuple[dict[str, Any], float], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cli_serves_a_100k_member_guild_to_discord_py(cli: tuple[dict[str, Any], float]) -> None:
     info, startup = cli
     print(f"\npython -m sandbox --members 100000: first line after {startup:.2f}s")
     assert set(info) == {
@@ -98,20 +95,20 @@ async def test_cli_serves_a_100k_member_guild_to_discord_py(
         ) as r:
             gateway_url = (await r.json())["url"]
 
-        monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
-        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(gateway_url))
-        client = make_client(chunk_guilds_at_startup=False)
-        task = asyncio.create_task(client.start(info["bot_token"]))
-        try:
-            await asyncio.wait_for(client.wait_until_ready(), 30)
-            guild = client.get_guild(int(guild_id))
-            assert guild is not None
-            started = time.perf_counter()
-            members = await asyncio.wait_for(guild.chunk(), 90)
-            print(f"discord.py chunked {len(members)} members in {time.perf_counter() - started:.2f}s")
-        finally:
-            await client.close()
-            await asyncio.wait_for(task, 10)
+        with discord_endpoint(base):
+            use_gateway_url(gateway_url)
+            client = make_client(chunk_guilds_at_startup=False)
+            task = asyncio.create_task(client.start(info["bot_token"]))
+            try:
+                await asyncio.wait_for(client.wait_until_ready(), 30)
+                guild = client.get_guild(int(guild_id))
+                assert guild is not None
+                started = time.perf_counter()
+                members = await asyncio.wait_for(guild.chunk(), 90)
+                print(f"discord.py chunked {len(members)} members in {time.perf_counter() - started:.2f}s")
+            finally:
+                await client.close()
+                await asyncio.wait_for(task, 10)
 
         async with http.get(f"{base}/_sandbox/guilds/{guild_id}/members") as resp:
             expected = [int(m["user"]["id"]) for m in await resp.json()]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import discord
 import pytest
 
+from bot.discord_internals import gateway_session_id, request_whole_member_list, websocket_of_guild
 from sandbox import Sandbox, SandboxOptions
 from tests.conftest import MakeSandbox
 from tests.sandbox.helpers import EventLog, intents, make_client, raw_dispatches, running
@@ -134,8 +135,8 @@ async def test_dropped_socket_is_resumed_without_losing_events(
         missed = [sandbox.add_member(guild_id, username=f"missed{i}") for i in range(3)]
         await log.wait("resumed", within=15)
         resume = await sandbox.wait_for_gateway_command(6, since=mark)
-        assert client.ws is not None
-        assert resume.data["session_id"] == client.ws.session_id
+        session_id = gateway_session_id(client)
+        assert session_id is not None and resume.data["session_id"] == session_id
         for uid in missed:
             await log.wait("member_join", lambda m, uid=uid: m.id == uid)
         after = sandbox.add_member(guild_id, username="after")
@@ -164,18 +165,17 @@ async def test_invalid_session_is_followed_by_a_fresh_identify(
     sandbox.add_bot(guild_id)
     client = make_client()
     async with running(client, sandbox):
-        assert client.ws is not None
-        first_session = client.ws.session_id
+        first_session = gateway_session_id(client)
+        assert first_session is not None
         mark = len(sandbox.gateway_commands)
         await sandbox.send_invalid_session(resumable=False)
         identify = await sandbox.wait_for_gateway_command(2, since=mark, timeout=15)
         assert identify.data["token"] == sandbox.bot_token
         for _ in range(200):
-            ws = client.ws
-            if ws is not None and ws.session_id not in (None, first_session):
+            if gateway_session_id(client) not in (None, first_session):
                 break
             await asyncio.sleep(0.02)
-        assert client.ws.session_id not in (None, first_session)
+        assert gateway_session_id(client) not in (None, first_session)
         assert not [c for c in sandbox.gateway_commands[mark:] if c.op == 6]
         assert client.get_guild(guild_id) is not None
 
@@ -210,8 +210,9 @@ async def test_second_whole_member_list_within_cooldown_is_rate_limited(
         guild = client.get_guild(guild_id)
         assert guild is not None
         assert guild.chunked  # discord.py chunked it at start-up: that was the first whole-list request
-        assert client.ws is not None
-        await client.ws.request_chunks(guild_id, query="", limit=0, nonce="second")
+        ws = websocket_of_guild(client, guild_id)
+        assert ws is not None
+        await request_whole_member_list(ws, guild_id, "second")
         limited: list[dict] = []
         for _ in range(200):
             limited = raw_dispatches(log, "RATE_LIMITED")
@@ -228,7 +229,7 @@ async def test_second_whole_member_list_within_cooldown_is_rate_limited(
 
         # Once the window has passed, the list is served again.
         sandbox.options.member_list_cooldown = 0.0
-        await client.ws.request_chunks(guild_id, query="", limit=0, nonce="third")
+        await request_whole_member_list(ws, guild_id, "third")
         served: list[dict] = []
         for _ in range(200):
             served = [

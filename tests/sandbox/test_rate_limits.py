@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
+from bot.discord_internals import add_member_role, remove_member_role
 from sandbox import Sandbox, SandboxOptions
 from sandbox.ratelimits import RateLimits
 from tests.conftest import MakeSandbox
@@ -157,9 +158,9 @@ async def test_discord_py_waits_out_the_role_bucket_from_its_headers(
     async with running(client, sandbox):
         names = ["Members", "🎨 Artists", '<b>Bold</b> & "Quoted"']
         for name in names:
-            await client.http.add_role(guild.id, guild.member_id, guild.role_id(name), reason=name)
+            await add_member_role(client, guild.id, guild.member_id, guild.role_id(name), reason=name)
         for name in names:
-            await client.http.remove_role(guild.id, guild.member_id, guild.role_id(name))
+            await remove_member_role(client, guild.id, guild.member_id, guild.role_id(name), reason=None)
     writes = sandbox.recent_role_writes(guild.id)
     # Remaining 0 and Reset-After are enough: discord.py waits before the third write, never meeting a 429.
     assert [(w.method, w.status, w.changed) for w in writes] == [("PUT", 204, True)] * 3 + [
